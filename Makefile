@@ -1,0 +1,28 @@
+# Two entry points for users: `make quickstart` (the main job) and `make test` (the test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.semask-env
+
+.PHONY: env lint test test-fast
+
+env: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml tools/install_detectron2.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python tools/install_detectron2.py
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/black --check --quiet .
+	$(BIN)/isort --check-only --quiet .
+
+# pytest exits 5 when it collects no test, which fails this target (and CI) as intended.
+test: lint
+	$(BIN)/python -m pytest -q
+
+test-fast: env
+	$(BIN)/python -m pytest -q -m "not slow"

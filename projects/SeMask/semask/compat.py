@@ -1,0 +1,84 @@
+"""Accommodations that let detectron2 0.6 (PyPI sdist, pure Python) run on current libraries.
+
+``semask/__init__.py`` calls :func:`apply` before anything imports detectron2's submodules. Each
+accommodation is applied only where the installed library lacks what detectron2 needs, so an
+upstream detectron2 built from its git repository (with its compiled ``detectron2._C``) and
+older numpy/Pillow are left exactly as they are:
+
+* ``detectron2._C``: a stand-in module whose ops raise :class:`MissingCompiledOpError`, naming
+  the op, when called. SeMask itself needs none of them (its deformable ops are pure PyTorch).
+* ``np.int``, ``np.float``, ``np.bool``: removed in numpy 1.24, still used by detectron2 0.6.
+* ``PIL.Image.LINEAR``: removed in Pillow 10, still used by detectron2 0.6.
+"""
+
+import importlib.util
+import sys
+import types
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+from PIL import Image
+
+C_EXTENSION = "detectron2._C"
+NUMPY_ALIASES: Dict[str, type] = {"int": int, "float": float, "bool": bool}
+
+
+class MissingCompiledOpError(RuntimeError):
+    """A compiled detectron2 op was called, but detectron2 was installed without its C++ ops."""
+
+
+class MissingCompiledOps(types.ModuleType):
+    """Stand-in for ``detectron2._C``: every attribute is an op that raises when called."""
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def missing_op(*args: Any, **kwargs: Any) -> Any:
+            raise MissingCompiledOpError(
+                f"{C_EXTENSION}.{name} is a compiled op, and this detectron2 was installed "
+                "without its C++/CUDA extension. Build detectron2 from its git repository "
+                "(see README.md) to use it."
+            )
+
+        missing_op.__name__ = name
+        return missing_op
+
+
+def install_c_extension_stand_in(
+    find_spec: Callable[[str], Optional[object]] = importlib.util.find_spec,
+    modules: Optional[Dict[str, types.ModuleType]] = None,
+) -> bool:
+    """Register the ``detectron2._C`` stand-in if no compiled extension exists. True if added."""
+    modules = sys.modules if modules is None else modules
+    if C_EXTENSION in modules or find_spec("detectron2") is None:
+        return False
+    if find_spec(C_EXTENSION) is not None:
+        return False
+    modules[C_EXTENSION] = MissingCompiledOps(C_EXTENSION)
+    return True
+
+
+def add_numpy_aliases(numpy_module: Any = np) -> List[str]:
+    """Restore the removed numpy scalar aliases; return the names that were added."""
+    added = [name for name in NUMPY_ALIASES if name not in vars(numpy_module)]
+    for name in added:
+        setattr(numpy_module, name, NUMPY_ALIASES[name])
+    return added
+
+
+def add_pillow_constants(image_module: Any = Image) -> List[str]:
+    """Restore ``Image.LINEAR`` (an alias of bilinear resampling); return the names added."""
+    if hasattr(image_module, "LINEAR"):
+        return []
+    image_module.LINEAR = image_module.BILINEAR
+    return ["LINEAR"]
+
+
+def apply() -> Dict[str, Any]:
+    """Apply every accommodation the installed libraries need; return what was applied."""
+    return {
+        "c_extension_stand_in": install_c_extension_stand_in(),
+        "numpy_aliases": add_numpy_aliases(),
+        "pillow_constants": add_pillow_constants(),
+    }
