@@ -4,9 +4,9 @@ import os
 from pathlib import Path
 
 import pytest
+from detectron2.config import CfgNode, get_cfg
 
 import semask  # noqa: F401  (applies semask.compat before detectron2 is used)
-from detectron2.config import CfgNode, get_cfg
 from semask import add_semask_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

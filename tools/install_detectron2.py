@@ -8,7 +8,8 @@ detectron2 has no usable wheel on PyPI. This step is idempotent:
   sources the sdist lacks) are dropped from ``setup.py``, and it is installed as pure Python.
 
 The ops that would have been compiled are replaced at import time by ``semask.compat``.
-Run it with the interpreter of the environment to install into: ``python tools/install_detectron2.py``.
+Run it with the interpreter of the environment to install into:
+``python tools/install_detectron2.py``.
 """
 
 import argparse
@@ -47,7 +48,7 @@ def detectron2_location() -> Optional[str]:
     return str(spec.origin or spec.submodule_search_locations)
 
 
-def download_sdist(dest: Path, run: Runner = run_quietly) -> Path:
+def download_sdist(dest: Path, run: Runner) -> Path:
     """Download the detectron2 0.6 sdist into ``dest`` and return the archive path."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation"]
     cmd += ["--no-binary", ":all:", "--dest", str(dest), SDIST_REQUIREMENT]
@@ -72,7 +73,7 @@ def strip_extensions(setup_py: Path) -> None:
     setup_py.write_text(text)
 
 
-def install_from_sdist(workdir: Path, run: Runner = run_quietly) -> None:
+def install_from_sdist(workdir: Path, run: Runner) -> None:
     """Download, patch and install the sdist using ``workdir`` as scratch space."""
     archive = download_sdist(workdir, run)
     with tarfile.open(archive) as tar:
@@ -86,13 +87,16 @@ def install_from_sdist(workdir: Path, run: Runner = run_quietly) -> None:
         raise InstallError(f"pip could not install the patched {SDIST_DIR_NAME}:\n{tail}")
 
 
-def ensure_detectron2(run: Runner = run_quietly) -> str:
-    """Install detectron2 unless one is importable; return a one-line description of what was done."""
+def ensure_detectron2(run: Optional[Runner] = None) -> str:
+    """Install detectron2 unless one is importable; return a one-line description of what was done.
+
+    ``run`` executes pip commands (default: :func:`run_quietly`); tests pass a fake registry.
+    """
     location = detectron2_location()
     if location is not None:
         return f"detectron2 already importable from {location}; keeping it"
     with tempfile.TemporaryDirectory(prefix="semask-d2-") as tmp:
-        install_from_sdist(Path(tmp), run)
+        install_from_sdist(Path(tmp), run or run_quietly)
     importlib.invalidate_caches()
     location = detectron2_location()
     if location is None:
