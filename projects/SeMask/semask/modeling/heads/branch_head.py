@@ -1,0 +1,122 @@
+"""SeMask's mask-classification head: pixel decoder + transformer decoder + semantic decoder."""
+
+from typing import Dict, List, Optional
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from torch import Tensor, nn
+
+from ..pixel_decoder import build_pixel_decoder
+from ..transformer_decoder import build_transformer_decoder
+from .semantic_decoder import aggregate_priors
+
+PRIOR_PREFIX = "prior_"
+TRANSFORMER_INPUTS = ("multi_scale_pixel_decoder", "transformer_encoder", "pixel_embedding")
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class BranchMaskFormerHead(nn.Module):
+    """MaskFormer/Mask2Former head with SeMask's semantic branch (official name).
+
+    ``pixel_decoder`` turns the backbone stage maps into per-pixel embeddings, ``predictor`` (the
+    transformer decoder) predicts query classes and masks, and the parameter-free semantic decoder
+    (:func:`aggregate_priors`) sums the backbone's per-stage prior maps (``prior_res*``).
+
+    Args:
+        input_shape: the backbone's output shapes; keys starting with ``prior_`` are the priors.
+        pixel_decoder: a pixel decoder with ``forward_features``.
+        transformer_predictor: a transformer decoder.
+        transformer_in_feature: what the predictor reads: ``multi_scale_pixel_decoder``,
+            ``transformer_encoder``, ``pixel_embedding`` or a backbone feature name.
+        num_classes: K.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        pixel_decoder: nn.Module,
+        transformer_predictor: nn.Module,
+        transformer_in_feature: str,
+        num_classes: int,
+    ) -> None:
+        super().__init__()
+        if transformer_in_feature not in TRANSFORMER_INPUTS and transformer_in_feature not in (
+            input_shape
+        ):
+            raise ValueError(
+                f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE={transformer_in_feature!r} is neither "
+                f"one of {TRANSFORMER_INPUTS} nor a backbone output {sorted(input_shape)}"
+            )
+        priors = sorted(
+            (k for k in input_shape if k.startswith(PRIOR_PREFIX)),
+            key=lambda k: input_shape[k].stride,
+        )
+        self.prior_features: List[str] = priors
+        self.pixel_decoder = pixel_decoder
+        self.predictor = transformer_predictor
+        self.transformer_in_feature = transformer_in_feature
+        self.num_classes = num_classes
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
+        head = cfg.MODEL.SEM_SEG_HEAD
+        in_feature = cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE
+        if in_feature in ("transformer_encoder", "multi_scale_pixel_decoder"):
+            predictor_channels = head.CONVS_DIM
+        elif in_feature == "pixel_embedding":
+            predictor_channels = head.MASK_DIM
+        elif in_feature in input_shape:
+            predictor_channels = input_shape[in_feature].channels
+        else:
+            raise ValueError(
+                f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE={in_feature!r} is neither one of "
+                f"{TRANSFORMER_INPUTS} nor a backbone output {sorted(input_shape)}"
+            )
+        missing = [name for name in head.IN_FEATURES if name not in input_shape]
+        if missing:
+            raise ValueError(
+                f"MODEL.SEM_SEG_HEAD.IN_FEATURES: {missing} not among the backbone outputs "
+                f"{sorted(input_shape)}"
+            )
+        decoder_shape = {k: v for k, v in input_shape.items() if k in head.IN_FEATURES}
+        return {
+            "input_shape": input_shape,
+            "pixel_decoder": build_pixel_decoder(cfg, decoder_shape),
+            "transformer_predictor": build_transformer_decoder(
+                cfg, predictor_channels, mask_classification=True
+            ),
+            "transformer_in_feature": in_feature,
+            "num_classes": head.NUM_CLASSES,
+        }
+
+    def forward(self, features: Dict[str, Tensor], mask: Optional[Tensor] = None) -> dict:
+        """``features``: the backbone outputs (stage maps and ``prior_res*`` maps).
+
+        Returns ``pred_logits`` [B, Q, K + 1], ``pred_masks`` [B, Q, H/4, W/4], ``aux_outputs``
+        and, when the backbone gives priors, ``sem_pred`` [B, K, H, W] (H, W: 4x the finest
+        prior's size, i.e. the padded input size).
+        """
+        mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)
+        if self.transformer_in_feature == "multi_scale_pixel_decoder":
+            source = multi_scale
+        elif self.transformer_in_feature == "transformer_encoder":
+            if encoder_features is None:
+                raise ValueError(
+                    "TRANSFORMER_IN_FEATURE='transformer_encoder' needs a pixel decoder with a "
+                    f"transformer encoder; {type(self.pixel_decoder).__name__} has none"
+                )
+            source = encoder_features
+        elif self.transformer_in_feature == "pixel_embedding":
+            source = mask_features
+        else:
+            source = features[self.transformer_in_feature]
+        predictions = self.predictor(source, mask_features, mask)
+        if self.prior_features:
+            missing = [name for name in self.prior_features if name not in features]
+            if missing:
+                raise KeyError(f"BranchMaskFormerHead: prior maps {missing} missing from features")
+            predictions["sem_pred"] = aggregate_priors([features[k] for k in self.prior_features])
+        return predictions

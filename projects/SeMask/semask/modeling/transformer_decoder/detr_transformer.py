@@ -1,0 +1,169 @@
+"""DETR's encoder-decoder transformer (used by MaskFormer), with the official parameter names."""
+
+import copy
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .layers import attention_block, ffn_block, xavier_init_matrices
+
+
+class TransformerEncoderLayer(nn.Module):
+    """Self-attention + FFN over [S, B, C] tokens (post-norm, or pre-norm)."""
+
+    def __init__(
+        self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, normalize_before: bool
+    ) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+
+    def forward(self, src: Tensor, key_padding_mask: Optional[Tensor], pos: Tensor) -> Tensor:
+        src = attention_block(
+            self.self_attn,
+            self.norm1,
+            self.dropout1,
+            src,
+            key_padding_mask=key_padding_mask,
+            query_pos=pos,
+            normalize_before=self.normalize_before,
+        )
+        return ffn_block(
+            self.linear1,
+            self.linear2,
+            self.norm2,
+            self.dropout,
+            self.dropout2,
+            src,
+            normalize_before=self.normalize_before,
+        )
+
+
+class TransformerDecoderLayer(nn.Module):
+    """Self-attention on the queries, cross-attention to the memory, FFN."""
+
+    def __init__(
+        self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, normalize_before: bool
+    ) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        memory_key_padding_mask: Optional[Tensor],
+        pos: Tensor,
+        query_pos: Tensor,
+    ) -> Tensor:
+        tgt = attention_block(
+            self.self_attn,
+            self.norm1,
+            self.dropout1,
+            tgt,
+            query_pos=query_pos,
+            normalize_before=self.normalize_before,
+        )
+        tgt = attention_block(
+            self.multihead_attn,
+            self.norm2,
+            self.dropout2,
+            tgt,
+            memory,
+            key_padding_mask=memory_key_padding_mask,
+            pos=pos,
+            query_pos=query_pos,
+            normalize_before=self.normalize_before,
+        )
+        return ffn_block(
+            self.linear1,
+            self.linear2,
+            self.norm3,
+            self.dropout,
+            self.dropout3,
+            tgt,
+            normalize_before=self.normalize_before,
+        )
+
+
+class _Stack(nn.Module):
+    """``num_layers`` copies of a layer (``layers``) and an optional final ``norm``."""
+
+    def __init__(self, layer: nn.Module, num_layers: int, norm: Optional[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        self.norm = norm
+
+
+class Transformer(nn.Module):
+    """DETR transformer. ``forward`` returns the normalised decoder output of every layer
+    [num_decoder_layers, B, Q, C] (only the last one unless ``return_intermediate_dec``) and the
+    encoder memory [B, C, H, W]."""
+
+    def __init__(
+        self,
+        *,
+        d_model: int = 512,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        normalize_before: bool = False,
+        return_intermediate_dec: bool = False,
+    ) -> None:
+        super().__init__()
+        sizes = (d_model, nhead, dim_feedforward, dropout, normalize_before)
+        self.encoder = _Stack(
+            TransformerEncoderLayer(*sizes),
+            num_encoder_layers,
+            nn.LayerNorm(d_model) if normalize_before else None,
+        )
+        self.decoder = _Stack(
+            TransformerDecoderLayer(*sizes), num_decoder_layers, nn.LayerNorm(d_model)
+        )
+        self.d_model = d_model
+        self.return_intermediate_dec = return_intermediate_dec
+        xavier_init_matrices(self)
+
+    def forward(
+        self, src: Tensor, mask: Optional[Tensor], query_embed: Tensor, pos_embed: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """``src``, ``pos_embed`` [B, C, H, W]; ``mask`` [B, H, W] bool (True = padding) or None;
+        ``query_embed`` [Q, C]."""
+        batch, channels, height, width = src.shape
+        src = src.flatten(2).permute(2, 0, 1)
+        pos_embed = pos_embed.flatten(2).permute(2, 0, 1)
+        query_pos = query_embed.unsqueeze(1).repeat(1, batch, 1)
+        mask = None if mask is None else mask.flatten(1)
+        memory = src
+        for layer in self.encoder.layers:
+            memory = layer(memory, mask, pos_embed)
+        if self.encoder.norm is not None:
+            memory = self.encoder.norm(memory)
+        output = torch.zeros_like(query_pos)
+        intermediate = []
+        for layer in self.decoder.layers:
+            output = layer(output, memory, mask, pos_embed, query_pos)
+            intermediate.append(self.decoder.norm(output))
+        hs = torch.stack(intermediate if self.return_intermediate_dec else intermediate[-1:])
+        return hs.transpose(1, 2), memory.permute(1, 2, 0).view(batch, channels, height, width)

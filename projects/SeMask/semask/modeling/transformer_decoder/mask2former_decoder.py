@@ -1,0 +1,179 @@
+"""Mask2Former's transformer decoder: masked cross-attention over multi-scale pixel features."""
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import fvcore.nn.weight_init as weight_init
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import Conv2d
+from torch import Tensor, nn
+
+from .layers import MLP, AttentionLayer, FFNLayer
+from .position_encoding import PositionEmbeddingSine
+from .registry import TRANSFORMER_DECODER_REGISTRY
+
+
+def set_aux_outputs(
+    logits: Optional[Sequence[Tensor]], masks: Sequence[Tensor]
+) -> List[Dict[str, Tensor]]:
+    """Every prediction but the last as ``{"pred_logits", "pred_masks"}`` (logits omitted when
+    ``logits`` is None), in order."""
+    if logits is None:
+        return [{"pred_masks": m} for m in masks[:-1]]
+    return [{"pred_logits": c, "pred_masks": m} for c, m in zip(logits[:-1], masks[:-1])]
+
+
+@TRANSFORMER_DECODER_REGISTRY.register()
+class MultiScaleMaskedTransformerDecoder(nn.Module):
+    """Learnable queries refined by layers of masked cross-attention (to the pixel-decoder
+    scales in turn, coarsest first), self-attention and FFN; a prediction (class logits and mask
+    logits) is made before the first layer and after every layer, and the mask of each
+    prediction restricts the next cross-attention to the pixels it covers.
+
+    Args:
+        in_channels: channels of the multi-scale features.
+        mask_classification: predict class logits (``class_embed``).
+        num_classes: K; logits have K + 1 columns (the last is "no object").
+        hidden_dim, num_queries, nheads, dim_feedforward: decoder sizes.
+        dec_layers: decoder layers (``MASK_FORMER.DEC_LAYERS - 1``).
+        pre_norm: LayerNorm before each sub-layer instead of after.
+        mask_dim: channels of ``mask_features``.
+        enforce_input_project: project inputs even when ``in_channels == hidden_dim``.
+        num_feature_levels: number of scales attended in turn.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        in_channels: int,
+        mask_classification: bool = True,
+        *,
+        num_classes: int,
+        hidden_dim: int,
+        num_queries: int,
+        nheads: int,
+        dim_feedforward: int,
+        dec_layers: int,
+        pre_norm: bool,
+        mask_dim: int,
+        enforce_input_project: bool,
+        num_feature_levels: int = 3,
+    ) -> None:
+        super().__init__()
+        self.mask_classification = mask_classification
+        self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+        self.num_heads = nheads
+        self.num_layers = dec_layers
+        self.transformer_self_attention_layers = nn.ModuleList(
+            AttentionLayer(hidden_dim, nheads, normalize_before=pre_norm) for _ in range(dec_layers)
+        )
+        self.transformer_cross_attention_layers = nn.ModuleList(
+            AttentionLayer(hidden_dim, nheads, normalize_before=pre_norm, cross=True)
+            for _ in range(dec_layers)
+        )
+        self.transformer_ffn_layers = nn.ModuleList(
+            FFNLayer(hidden_dim, dim_feedforward, normalize_before=pre_norm)
+            for _ in range(dec_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+        self.num_queries = num_queries
+        self.query_feat = nn.Embedding(num_queries, hidden_dim)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.num_feature_levels = num_feature_levels
+        self.level_embed = nn.Embedding(num_feature_levels, hidden_dim)
+        self.input_proj = nn.ModuleList()
+        for _ in range(num_feature_levels):
+            if in_channels != hidden_dim or enforce_input_project:
+                proj = Conv2d(in_channels, hidden_dim, kernel_size=1)
+                weight_init.c2_xavier_fill(proj)
+                self.input_proj.append(proj)
+            else:
+                self.input_proj.append(nn.Sequential())
+        if mask_classification:
+            self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int, mask_classification: bool) -> dict:
+        if cfg.MODEL.MASK_FORMER.DEC_LAYERS < 1:
+            raise ValueError(
+                f"MODEL.MASK_FORMER.DEC_LAYERS must be >= 1, got {cfg.MODEL.MASK_FORMER.DEC_LAYERS}"
+            )
+        return {
+            "in_channels": in_channels,
+            "mask_classification": mask_classification,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "hidden_dim": cfg.MODEL.MASK_FORMER.HIDDEN_DIM,
+            "num_queries": cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
+            "nheads": cfg.MODEL.MASK_FORMER.NHEADS,
+            "dim_feedforward": cfg.MODEL.MASK_FORMER.DIM_FEEDFORWARD,
+            # DEC_LAYERS counts the prediction made from the queries before the first layer
+            "dec_layers": cfg.MODEL.MASK_FORMER.DEC_LAYERS - 1,
+            "pre_norm": cfg.MODEL.MASK_FORMER.PRE_NORM,
+            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+            "enforce_input_project": cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ,
+        }
+
+    def forward(
+        self, x: Sequence[Tensor], mask_features: Tensor, mask: Optional[Tensor] = None
+    ) -> Dict[str, object]:
+        """``x``: ``num_feature_levels`` maps [B, C, H_l, W_l] (coarsest first);
+        ``mask_features`` [B, mask_dim, H, W]; ``mask`` is ignored (inputs are never padded here).
+
+        Returns ``pred_logits`` [B, Q, K + 1], ``pred_masks`` [B, Q, H, W] and ``aux_outputs``
+        (the ``dec_layers`` earlier predictions, in order).
+        """
+        if len(x) != self.num_feature_levels:
+            raise ValueError(
+                f"MultiScaleMaskedTransformerDecoder expects {self.num_feature_levels} feature "
+                f"levels, got {len(x)}"
+            )
+        srcs, positions, sizes = [], [], []
+        for level, feature in enumerate(x):
+            sizes.append(feature.shape[-2:])
+            positions.append(self.pe_layer(feature).flatten(2).permute(2, 0, 1))
+            src = self.input_proj[level](feature).flatten(2)
+            srcs.append((src + self.level_embed.weight[level][None, :, None]).permute(2, 0, 1))
+        batch = mask_features.shape[0]
+        query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)
+        output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
+
+        logits, masks, attn_mask = self.forward_prediction_heads(output, mask_features, sizes[0])
+        all_logits, all_masks = [logits], [masks]
+        for i in range(self.num_layers):
+            level = i % self.num_feature_levels
+            # a query whose mask covers nothing attends everywhere instead
+            attn_mask[attn_mask.all(-1)] = False
+            output = self.transformer_cross_attention_layers[i](
+                output, srcs[level], attn_mask=attn_mask, pos=positions[level], query_pos=query_pos
+            )
+            output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
+            output = self.transformer_ffn_layers[i](output)
+            next_size = sizes[(i + 1) % self.num_feature_levels]
+            logits, masks, attn_mask = self.forward_prediction_heads(
+                output, mask_features, next_size
+            )
+            all_logits.append(logits)
+            all_masks.append(masks)
+        return {
+            "pred_logits": all_logits[-1] if self.mask_classification else None,
+            "pred_masks": all_masks[-1],
+            "aux_outputs": set_aux_outputs(
+                all_logits if self.mask_classification else None, all_masks
+            ),
+        }
+
+    def forward_prediction_heads(
+        self, output: Tensor, mask_features: Tensor, attn_size: Tuple[int, int]
+    ) -> Tuple[Optional[Tensor], Tensor, Tensor]:
+        """Class logits [B, Q, K + 1], mask logits [B, Q, H, W] and the attention mask
+        [B * heads, Q, h * w] (True = do not attend: mask probability below 0.5 at ``attn_size``).
+        """
+        decoded = self.decoder_norm(output).transpose(0, 1)
+        logits = self.class_embed(decoded) if self.mask_classification else None
+        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
+        attn_mask = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
+        attn_mask = attn_mask.sigmoid().flatten(2) < 0.5
+        attn_mask = attn_mask.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
+        return logits, masks, attn_mask.detach()

@@ -1,0 +1,118 @@
+"""MaskFormer's transformer decoder: DETR queries on one feature map, masks from ``mask_embed``."""
+
+from typing import Dict, Optional
+
+import fvcore.nn.weight_init as weight_init
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import Conv2d
+from torch import Tensor, nn
+
+from .detr_transformer import Transformer
+from .layers import MLP
+from .mask2former_decoder import set_aux_outputs
+from .position_encoding import PositionEmbeddingSine
+from .registry import TRANSFORMER_DECODER_REGISTRY
+
+
+@TRANSFORMER_DECODER_REGISTRY.register()
+class StandardTransformerDecoder(nn.Module):
+    """DETR encoder-decoder on one map (``TRANSFORMER_IN_FEATURE``); each decoder layer's queries
+    give class logits (``class_embed``) and mask logits (``mask_embed`` . ``mask_features``).
+
+    Args:
+        in_channels: channels of the input map.
+        mask_classification: predict class logits.
+        num_classes: K; logits have K + 1 columns.
+        hidden_dim, num_queries, nheads, dropout, dim_feedforward: transformer sizes.
+        enc_layers, dec_layers: encoder and decoder depth.
+        pre_norm: LayerNorm before each sub-layer.
+        deep_supervision: also return every earlier layer's prediction as ``aux_outputs``.
+        mask_dim: channels of ``mask_features``.
+        enforce_input_project: project the input even when ``in_channels == hidden_dim``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        in_channels: int,
+        mask_classification: bool = True,
+        *,
+        num_classes: int,
+        hidden_dim: int,
+        num_queries: int,
+        nheads: int,
+        dropout: float,
+        dim_feedforward: int,
+        enc_layers: int,
+        dec_layers: int,
+        pre_norm: bool,
+        deep_supervision: bool,
+        mask_dim: int,
+        enforce_input_project: bool,
+    ) -> None:
+        super().__init__()
+        self.mask_classification = mask_classification
+        self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+        self.transformer = Transformer(
+            d_model=hidden_dim,
+            nhead=nheads,
+            num_encoder_layers=enc_layers,
+            num_decoder_layers=dec_layers,
+            dim_feedforward=dim_feedforward,
+            dropout=dropout,
+            normalize_before=pre_norm,
+            return_intermediate_dec=deep_supervision,
+        )
+        self.num_queries = num_queries
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        if in_channels != hidden_dim or enforce_input_project:
+            self.input_proj = Conv2d(in_channels, hidden_dim, kernel_size=1)
+            weight_init.c2_xavier_fill(self.input_proj)
+        else:
+            self.input_proj = nn.Sequential()
+        self.aux_loss = deep_supervision
+        if mask_classification:
+            self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int, mask_classification: bool) -> dict:
+        mask_former = cfg.MODEL.MASK_FORMER
+        return {
+            "in_channels": in_channels,
+            "mask_classification": mask_classification,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "hidden_dim": mask_former.HIDDEN_DIM,
+            "num_queries": mask_former.NUM_OBJECT_QUERIES,
+            "nheads": mask_former.NHEADS,
+            "dropout": mask_former.DROPOUT,
+            "dim_feedforward": mask_former.DIM_FEEDFORWARD,
+            "enc_layers": mask_former.ENC_LAYERS,
+            "dec_layers": mask_former.DEC_LAYERS,
+            "pre_norm": mask_former.PRE_NORM,
+            "deep_supervision": mask_former.DEEP_SUPERVISION,
+            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+            "enforce_input_project": mask_former.ENFORCE_INPUT_PROJ,
+        }
+
+    def forward(
+        self, x: Tensor, mask_features: Tensor, mask: Optional[Tensor] = None
+    ) -> Dict[str, object]:
+        """``x`` [B, C, h, w]; ``mask_features`` [B, mask_dim, H, W]; ``mask`` optional
+        [B, H', W'] bool padding mask (resized to ``x``). Returns ``pred_logits`` [B, Q, K + 1],
+        ``pred_masks`` [B, Q, H, W] and, with deep supervision, ``aux_outputs``."""
+        if mask is not None:
+            mask = F.interpolate(mask[None].float(), size=x.shape[-2:])[0].to(torch.bool)
+        pos = self.pe_layer(x, mask)
+        hs, _ = self.transformer(self.input_proj(x), mask, self.query_embed.weight, pos)
+        logits = self.class_embed(hs) if self.mask_classification else None
+        masks = torch.einsum("lbqc,bchw->lbqhw", self.mask_embed(hs), mask_features)
+        out = {
+            "pred_logits": logits[-1] if logits is not None else None,
+            "pred_masks": masks[-1],
+        }
+        if self.aux_loss:
+            out["aux_outputs"] = set_aux_outputs(logits, masks)
+        return out

@@ -1,0 +1,60 @@
+"""Sine position encoding of a feature map (the DETR / Mask2Former form)."""
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+
+class PositionEmbeddingSine(nn.Module):
+    """Fixed 2-D sine/cosine position encoding.
+
+    Args:
+        num_pos_feats: channels per axis; the output has ``2 * num_pos_feats`` channels (y then x).
+        temperature: base of the geometric frequency progression.
+        normalize: scale the cumulative coordinates to ``[0, scale]``.
+        scale: range of the normalised coordinates (default ``2 * pi``).
+    """
+
+    def __init__(
+        self,
+        num_pos_feats: int = 64,
+        temperature: float = 10000.0,
+        normalize: bool = False,
+        scale: Optional[float] = None,
+    ) -> None:
+        super().__init__()
+        if scale is not None and not normalize:
+            raise ValueError("PositionEmbeddingSine: scale is only used with normalize=True")
+        self.num_pos_feats = num_pos_feats
+        self.temperature = temperature
+        self.normalize = normalize
+        self.scale = 2 * math.pi if scale is None else scale
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """``x`` [B, C, H, W] (only its shape and device are used); ``mask`` [B, H, W] bool,
+        True on padding. Returns [B, 2 * num_pos_feats, H, W] in float32."""
+        if mask is None:
+            mask = torch.zeros(
+                (x.shape[0], x.shape[2], x.shape[3]), device=x.device, dtype=torch.bool
+            )
+        valid = ~mask
+        y_embed = valid.cumsum(1, dtype=torch.float32)
+        x_embed = valid.cumsum(2, dtype=torch.float32)
+        if self.normalize:
+            eps = 1e-6
+            y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
+            x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
+        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=x.device)
+        dim_t = self.temperature ** (
+            2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats
+        )
+        pos_x = _interleave_sin_cos(x_embed[:, :, :, None] / dim_t)
+        pos_y = _interleave_sin_cos(y_embed[:, :, :, None] / dim_t)
+        return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
+
+
+def _interleave_sin_cos(angles: Tensor) -> Tensor:
+    """[..., F] angles -> [..., F]: sin of the even entries and cos of the odd ones, interleaved."""
+    return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)

@@ -1,0 +1,147 @@
+"""Multi-scale deformable attention: the batched grid_sample path against a direct loop."""
+
+import math
+
+import pytest
+import torch
+
+import semask  # noqa: F401
+from semask.modeling.pixel_decoder import MSDeformAttn, ms_deform_attn
+
+SHAPES = [(5, 7), (3, 4), (1, 1)]
+
+
+def bilinear_zero_padded(image: torch.Tensor, x: float, y: float) -> torch.Tensor:
+    """image [D, H, W] read at continuous (x, y) pixel coordinates whose integer points are pixel
+    centres; pixels outside the image read as zero."""
+    _, height, width = image.shape
+    x0, y0 = math.floor(x), math.floor(y)
+    total = torch.zeros(image.shape[0], dtype=image.dtype)
+    for yi in (y0, y0 + 1):
+        for xi in (x0, x0 + 1):
+            weight = (1 - abs(x - xi)) * (1 - abs(y - yi))
+            if 0 <= yi < height and 0 <= xi < width:
+                total = total + weight * image[:, yi, xi]
+    return total
+
+
+def loop_reference(value, shapes, locations, weights):
+    batch, _, heads, dim = value.shape
+    _, queries, _, levels, points, _ = locations.shape
+    starts = [0]
+    for h, w in shapes:
+        starts.append(starts[-1] + h * w)
+    out = torch.zeros(batch, queries, heads, dim, dtype=value.dtype)
+    for b in range(batch):
+        for q in range(queries):
+            for m in range(heads):
+                for lvl, (h, w) in enumerate(shapes):
+                    image = value[b, starts[lvl] : starts[lvl + 1], m].T.reshape(dim, h, w)
+                    for p in range(points):
+                        # normalised [0, 1] location -> pixel-centre coordinates
+                        x = locations[b, q, m, lvl, p, 0].item() * w - 0.5
+                        y = locations[b, q, m, lvl, p, 1].item() * h - 0.5
+                        sample = bilinear_zero_padded(image, x, y)
+                        out[b, q, m] += weights[b, q, m, lvl, p] * sample
+    return out.reshape(batch, queries, heads * dim)
+
+
+def random_inputs(batch=2, queries=5, heads=2, dim=3, points=2, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    total = sum(h * w for h, w in SHAPES)
+    value = torch.randn(batch, total, heads, dim, generator=gen, dtype=dtype)
+    # some locations fall outside the maps, to exercise the zero padding
+    locations = torch.rand(
+        batch, queries, heads, len(SHAPES), points, 2, generator=gen, dtype=dtype
+    )
+    locations = locations * 1.4 - 0.2
+    logits = torch.randn(batch, queries, heads, len(SHAPES) * points, generator=gen, dtype=dtype)
+    weights = logits.softmax(-1).view(batch, queries, heads, len(SHAPES), points)
+    return value, locations, weights
+
+
+def test_matches_loop_reference_on_odd_levels():
+    value, locations, weights = random_inputs()
+    expected = loop_reference(value, SHAPES, locations, weights)
+    actual = ms_deform_attn(value, SHAPES, locations, weights)
+    assert actual.shape == (2, 5, 6)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gradcheck_float64():
+    value, locations, weights = random_inputs(
+        batch=1, queries=2, heads=2, dim=2, dtype=torch.float64
+    )
+    inputs = tuple(t.clone().requires_grad_(True) for t in (value, locations, weights))
+    assert torch.autograd.gradcheck(
+        lambda v, loc, w: ms_deform_attn(v, SHAPES, loc, w), inputs, eps=1e-6, atol=1e-5
+    )
+
+
+def test_shape_mismatch_is_reported():
+    value, locations, weights = random_inputs()
+    with pytest.raises(ValueError, match="spatial_shapes"):
+        ms_deform_attn(value, [(5, 7), (3, 4), (2, 2)], locations, weights)
+
+
+def make_module(d_model=16, levels=3, heads=4, points=2):
+    torch.manual_seed(0)
+    module = MSDeformAttn(d_model, levels, heads, points)
+    torch.nn.init.normal_(module.sampling_offsets.weight, std=0.1)
+    torch.nn.init.normal_(module.attention_weights.weight, std=0.1)
+    return module
+
+
+def module_inputs(batch, d_model=16, shapes=SHAPES):
+    total = sum(h * w for h, w in shapes)
+    query = torch.randn(batch, 4, d_model)
+    reference = torch.rand(batch, 4, len(shapes), 2)
+    flat = torch.randn(batch, total, d_model)
+    return query, reference, flat
+
+
+def test_initial_offsets_point_along_each_head_direction():
+    module = MSDeformAttn(8, n_levels=2, n_heads=4, n_points=3)
+    grid = module.sampling_offsets.bias.view(4, 2, 3, 2)
+    # head 0 looks along +x, head 1 along +y (after scaling by the largest component)
+    torch.testing.assert_close(grid[0, 1, :, 0], torch.tensor([1.0, 2.0, 3.0]))
+    torch.testing.assert_close(grid[0, 1, :, 1], torch.zeros(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(grid[1, 0, 2], torch.tensor([0.0, 3.0]), atol=1e-6, rtol=0)
+
+
+def test_module_output_and_padding_mask():
+    module = make_module()
+    query, reference, flat = module_inputs(2)
+    out = module(query, reference, flat, SHAPES)
+    assert out.shape == (2, 4, 16) and torch.isfinite(out).all()
+    # masking every value leaves only the output projection's bias
+    mask = torch.ones(2, flat.shape[1], dtype=torch.bool)
+    masked = module(query, reference, flat, SHAPES, padding_mask=mask)
+    torch.testing.assert_close(masked, module.output_proj.bias.expand_as(masked))
+
+
+def test_single_pixel_levels_and_empty_batch():
+    module = make_module()
+    shapes = [(1, 1), (1, 1), (1, 1)]
+    query, reference, flat = module_inputs(2, shapes=shapes)
+    assert torch.isfinite(module(query, reference, flat, shapes)).all()
+    query, reference, flat = module_inputs(0)
+    assert module(query, reference, flat, SHAPES).shape == (0, 4, 16)
+
+
+def test_wrong_number_of_levels_is_reported():
+    module = make_module()
+    query, reference, flat = module_inputs(1, shapes=SHAPES[:2])
+    with pytest.raises(ValueError, match="3 levels, got 2"):
+        module(query, reference[:, :, :2], flat, SHAPES[:2])
+
+
+def test_bf16_autocast_runs_in_float32():
+    module = make_module()
+    query, reference, flat = module_inputs(2)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = module(query.bfloat16(), reference, flat.bfloat16(), SHAPES)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    torch.testing.assert_close(
+        out, module(query.bfloat16().float(), reference, flat.bfloat16().float(), SHAPES)
+    )

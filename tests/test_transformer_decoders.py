@@ -1,0 +1,156 @@
+"""Transformer decoders built from configs: output structure, gradients, masking, bad input."""
+
+import pytest
+import torch
+from conftest import semask_cfg
+
+import semask  # noqa: F401
+from semask.modeling.transformer_decoder import (
+    TRANSFORMER_DECODER_REGISTRY,
+    PositionEmbeddingSine,
+    build_transformer_decoder,
+)
+
+NUM_CLASSES, QUERIES, HIDDEN, MASK_DIM = 5, 6, 32, 16
+
+
+def build(name, in_channels=HIDDEN, pre_norm=False, dec_layers=4):
+    cfg = semask_cfg()
+    cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME = name
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = NUM_CLASSES
+    cfg.MODEL.SEM_SEG_HEAD.MASK_DIM = MASK_DIM
+    cfg.MODEL.MASK_FORMER.HIDDEN_DIM = HIDDEN
+    cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = QUERIES
+    cfg.MODEL.MASK_FORMER.NHEADS = 4
+    cfg.MODEL.MASK_FORMER.DIM_FEEDFORWARD = 64
+    cfg.MODEL.MASK_FORMER.DEC_LAYERS = dec_layers
+    cfg.MODEL.MASK_FORMER.ENC_LAYERS = 1
+    cfg.MODEL.MASK_FORMER.DROPOUT = 0.0
+    cfg.MODEL.MASK_FORMER.PRE_NORM = pre_norm
+    torch.manual_seed(0)
+    return build_transformer_decoder(cfg, in_channels, mask_classification=True)
+
+
+def multi_scale(batch, channels=HIDDEN):
+    gen = torch.Generator().manual_seed(2)
+    levels = [
+        torch.randn(batch, channels, h, w, generator=gen) for h, w in [(2, 3), (4, 5), (7, 9)]
+    ]
+    return levels, torch.randn(batch, MASK_DIM, 14, 18, generator=gen)
+
+
+def total_loss(out):
+    predictions = [out] + out["aux_outputs"]
+    return sum(
+        p["pred_logits"].square().mean() + p["pred_masks"].square().mean() for p in predictions
+    )
+
+
+def assert_every_parameter_trains(module, zero_at_init=()):
+    """Every parameter is in the graph; all but ``zero_at_init`` get a non-zero gradient."""
+    assert [n for n, p in module.named_parameters() if p.grad is None] == []
+    zero = [n for n, p in module.named_parameters() if not p.grad.any()]
+    assert sorted(zero) == sorted(zero_at_init)
+
+
+@pytest.mark.parametrize(
+    "name", ["MultiScaleMaskedTransformerDecoder", "StandardTransformerDecoder"]
+)
+def test_registered_under_official_name(name):
+    assert TRANSFORMER_DECODER_REGISTRY.get(name).__name__ == name
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_mask2former_outputs_and_gradients(pre_norm):
+    decoder = build("MultiScaleMaskedTransformerDecoder", in_channels=24, pre_norm=pre_norm)
+    x, mask_features = multi_scale(2, channels=24)
+    out = decoder(x, mask_features)
+    assert out["pred_logits"].shape == (2, QUERIES, NUM_CLASSES + 1)
+    assert out["pred_masks"].shape == (2, QUERIES, 14, 18)
+    # DEC_LAYERS counts the prediction from the learnable queries: 3 layers, 3 aux outputs
+    assert len(decoder.transformer_cross_attention_layers) == 3
+    assert len(out["aux_outputs"]) == 3
+    for aux in out["aux_outputs"]:
+        assert aux["pred_logits"].shape == out["pred_logits"].shape
+        assert aux["pred_masks"].shape == out["pred_masks"].shape
+    loss = total_loss(out)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert_every_parameter_trains(decoder)
+
+
+def test_mask2former_attention_mask_follows_predicted_masks():
+    """With mask features that push every query's mask below 0.5 everywhere, each query would
+    attend to nothing; the decoder then lets it attend everywhere, so outputs stay finite."""
+    decoder = build("MultiScaleMaskedTransformerDecoder").eval()
+    x, _ = multi_scale(1)
+    with torch.no_grad():
+        decoder.mask_embed.layers[-1].weight.zero_()
+        decoder.mask_embed.layers[-1].bias.fill_(-1.0)
+        out = decoder(x, torch.ones(1, MASK_DIM, 14, 18))
+    assert torch.isfinite(out["pred_logits"]).all()
+    _, _, attn_mask = decoder.forward_prediction_heads(
+        decoder.query_feat.weight.unsqueeze(1), torch.ones(1, MASK_DIM, 14, 18), (2, 3)
+    )
+    assert attn_mask.shape == (4, QUERIES, 6) and attn_mask.all()
+
+
+def test_mask2former_bad_input():
+    decoder = build("MultiScaleMaskedTransformerDecoder")
+    x, mask_features = multi_scale(1)
+    with pytest.raises(ValueError, match="expects 3 feature levels, got 2"):
+        decoder(x[:2], mask_features)
+    with pytest.raises(ValueError, match="DEC_LAYERS must be >= 1"):
+        build("MultiScaleMaskedTransformerDecoder", dec_layers=0)
+
+
+def test_mask2former_single_pixel_levels():
+    decoder = build("MultiScaleMaskedTransformerDecoder").eval()
+    x = [torch.randn(1, HIDDEN, 1, 1) for _ in range(3)]
+    out = decoder(x, torch.randn(1, MASK_DIM, 4, 4))
+    assert out["pred_masks"].shape == (1, QUERIES, 4, 4) and torch.isfinite(out["pred_masks"]).all()
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_maskformer_outputs_and_gradients(pre_norm):
+    decoder = build("StandardTransformerDecoder", in_channels=24, pre_norm=pre_norm, dec_layers=3)
+    x = torch.randn(2, 24, 3, 4)
+    mask_features = torch.randn(2, MASK_DIM, 12, 16)
+    out = decoder(x, mask_features)
+    assert out["pred_logits"].shape == (2, QUERIES, NUM_CLASSES + 1)
+    assert out["pred_masks"].shape == (2, QUERIES, 12, 16)
+    assert len(out["aux_outputs"]) == 2
+    assert (decoder.transformer.encoder.norm is not None) == pre_norm
+    total_loss(out).backward()
+    # DETR's first decoder layer starts from all-zero targets: its self-attention reads only
+    # zero-initialised biases, so at step 0 these weights get a zero (but defined) gradient
+    first = "transformer.decoder.layers.0."
+    zero_at_init = [first + "self_attn.in_proj_weight", first + "self_attn.out_proj.weight"]
+    zero_at_init.append(first + ("norm2.weight" if pre_norm else "norm1.weight"))
+    if pre_norm:
+        zero_at_init.append(first + "norm1.weight")
+    assert_every_parameter_trains(decoder, zero_at_init)
+
+
+def test_maskformer_padding_mask_hides_padded_pixels():
+    decoder = build("StandardTransformerDecoder", dec_layers=2).eval()
+    x = torch.randn(1, HIDDEN, 4, 4)
+    mask_features = torch.randn(1, MASK_DIM, 8, 8)
+    padding = torch.zeros(1, 16, 16, dtype=torch.bool)
+    padding[:, :, 8:] = True  # right half is padding
+    changed = x.clone()
+    changed[..., 2:] = 100.0
+    first = decoder(x, mask_features, padding)["pred_logits"]
+    second = decoder(changed, mask_features, padding)["pred_logits"]
+    torch.testing.assert_close(first, second)
+    assert not torch.allclose(first, decoder(changed, mask_features)["pred_logits"])
+
+
+def test_position_encoding_values():
+    pos = PositionEmbeddingSine(4, normalize=True)(torch.zeros(1, 3, 2, 4))
+    assert pos.shape == (1, 8, 2, 4)
+    # channel 0 is sin of the normalised row coordinate (rows 1..H scaled to 2*pi)
+    rows = torch.tensor([1.0, 2.0]) / 2 * 2 * torch.pi
+    torch.testing.assert_close(pos[0, 0, :, 0], rows.sin(), atol=1e-5, rtol=1e-5)
+    cols = torch.tensor([1.0, 2.0, 3.0, 4.0]) / 4 * 2 * torch.pi
+    torch.testing.assert_close(pos[0, 5, 0, :], cols.cos(), atol=1e-5, rtol=1e-5)
