@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Forward latency of a SeMask backbone with SDPA attention versus plain matmul-softmax.
+
+    python tools/benchmark_backbone.py --backbone swin --size T --height 512 --width 512
+    python tools/benchmark_backbone.py --backbone mit --size b2 --device cuda --batch 2
+
+Both paths run on the same weights and input; the script prints the median latency of each, the
+speed-up, and the largest output difference between them.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+import semask  # noqa: F401  (applies semask.compat before detectron2 is used)
+from semask.modeling.backbone import (
+    MIT_SIZES,
+    SWIN_SIZES,
+    D2SeMaskMiT,
+    D2SeMaskSwinTransformer,
+    set_sdpa,
+)
+
+
+def build(backbone: str, size: str, num_classes: int) -> torch.nn.Module:
+    if backbone == "swin":
+        sizes = SWIN_SIZES[size]
+        return D2SeMaskSwinTransformer(
+            num_classes=num_classes, sem_window_size=sizes["window_size"], **sizes
+        )
+    return D2SeMaskMiT(num_classes=num_classes, **MIT_SIZES[size])
+
+
+def latency(model: torch.nn.Module, x: torch.Tensor, iters: int, warmup: int) -> list:
+    """Seconds per forward pass, ``iters`` timed runs after ``warmup`` untimed ones."""
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + iters):
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(x)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return times
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backbone", choices=("swin", "mit"), default="swin")
+    parser.add_argument("--size", default="T", help="Swin T/S/B/L or MiT b0..b5")
+    parser.add_argument("--num-classes", type=int, default=150)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    args = parser.parse_args(argv)
+    sizes = SWIN_SIZES if args.backbone == "swin" else MIT_SIZES
+    if args.size not in sizes:
+        parser.error(f"--size {args.size!r} is not a {args.backbone} size: {sorted(sizes)}")
+    dtype = getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    model = build(args.backbone, args.size, args.num_classes).to(args.device, dtype).eval()
+    x = torch.randn(args.batch, 3, args.height, args.width, device=args.device, dtype=dtype)
+    results, outputs = {}, {}
+    for name, enabled in (("sdpa", True), ("matmul", False)):
+        set_sdpa(model, enabled)
+        results[name] = statistics.median(latency(model, x, args.iters, args.warmup))
+        with torch.inference_mode():
+            outputs[name] = model(x)
+    diff = max(
+        (outputs["sdpa"][k] - outputs["matmul"][k]).abs().max().item() for k in outputs["sdpa"]
+    )
+    sys.stdout.write(
+        f"{args.backbone}-{args.size} {args.batch}x3x{args.height}x{args.width} on {args.device} "
+        f"({args.dtype}), median of {args.iters}:\n"
+        f"  sdpa    {results['sdpa'] * 1e3:9.2f} ms\n"
+        f"  matmul  {results['matmul'] * 1e3:9.2f} ms\n"
+        f"  speed-up {results['matmul'] / results['sdpa']:.2f}x, max |difference| {diff:.2e}\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""Convert backbone checkpoints to SeMask/Detectron2 weights.
+
+    python tools/convert_weights.py swin-microsoft swin_tiny_patch4_window7_224.pth swin_t.pkl
+    python tools/convert_weights.py swin-timm timm_swin_t.pth swin_t.pkl
+    python tools/convert_weights.py semask semask_large_mask2former_ade20k.pth semask_l.pkl
+    python tools/convert_weights.py mit mit_b2.pth mit_b2.pkl \
+        --config configs/your_mit_config.yaml --opts MODEL.SEM_SEG_HEAD.NUM_CLASSES 150
+
+With ``--config`` the result is first loaded into that config's backbone (missing keys are
+listed; shape mismatches are errors). The output holds ``backbone.``-prefixed entries: ``.pkl`` in
+Detectron2's model-zoo format, anything else as ``torch.save({"model": ...})``. Use it as
+MODEL.WEIGHTS.
+"""
+
+import argparse
+import pickle
+import sys
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+import semask  # noqa: F401  (applies semask.compat before detectron2 is used)
+
+# isort: split
+from detectron2.config import get_cfg
+from detectron2.modeling import build_backbone
+
+from semask import add_semask_config
+from semask.modeling.backbone import convert
+
+CONVERTERS = {
+    "swin-microsoft": convert.convert_swin_microsoft,
+    "swin-timm": convert.convert_swin_timm,
+    "semask": convert.convert_semask_official,
+    "mit": convert.convert_mit,
+}
+# Keys that a checkpoint of each source may lack (they are new in SeMask or absent upstream).
+ALLOWED_MISSING = {
+    "swin-microsoft": ("semantic_layer", "norm0", "norm1", "norm2"),
+    "swin-timm": ("semantic_layer", "norm0", "norm1", "norm2"),
+    "semask": (),
+    "mit": ("semantic_layer",),
+}
+
+
+def read_checkpoint(path: Path, allow_pickle: bool) -> Mapping:
+    """A ``.pkl`` (pickle) or torch checkpoint as a mapping."""
+    if path.suffix == ".pkl":
+        with path.open("rb") as f:
+            return pickle.load(f, encoding="latin1")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as error:
+        raise SystemExit(
+            f"{path} holds more than tensors ({error}); if you trust it, pass --allow-pickle"
+        ) from error
+
+
+def write_checkpoint(state: Mapping[str, torch.Tensor], path: Path, prefix: str) -> None:
+    """Write ``state`` with ``prefix`` as a Detectron2 ``.pkl`` or a torch ``{"model": ...}``."""
+    state = convert.add_prefix(dict(state), prefix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".pkl":
+        model = {k: v.detach().cpu().numpy() for k, v in state.items()}
+        with path.open("wb") as f:
+            pickle.dump({"model": model, "__author__": "semask", "matching_heuristics": False}, f)
+    else:
+        torch.save({"model": state}, path)
+
+
+def check_against_config(state, config: Path, opts, source: str) -> None:
+    """Build the backbone of ``config`` and load ``state`` into it, reporting missing keys."""
+    cfg = get_cfg()
+    add_semask_config(cfg)
+    cfg.merge_from_file(str(config))
+    cfg.merge_from_list(opts)
+    backbone = build_backbone(cfg)
+    missing, _ = convert.load_backbone_state_dict(backbone, state, ALLOWED_MISSING[source])
+    sys.stdout.write(f"loads into {cfg.MODEL.BACKBONE.NAME}; {len(missing)} keys left at init")
+    sys.stdout.write(":\n  " + "\n  ".join(missing) + "\n" if missing else "\n")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("source", choices=sorted(CONVERTERS))
+    parser.add_argument("input", type=Path)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--prefix", default="backbone.", help="name prefix of the output entries")
+    parser.add_argument("--config", type=Path, help="check the result against this config")
+    parser.add_argument("--allow-pickle", action="store_true", help="load non-tensor pickles")
+    parser.add_argument("--opts", nargs="+", default=[], help="KEY VALUE overrides for --config")
+    args = parser.parse_args(argv)
+    state = CONVERTERS[args.source](read_checkpoint(args.input, args.allow_pickle))
+    if args.config is not None:
+        check_against_config(state, args.config, args.opts, args.source)
+    write_checkpoint(state, args.output, args.prefix)
+    sys.stdout.write(f"wrote {len(state)} entries to {args.output}\n")
+
+
+if __name__ == "__main__":
+    main()
