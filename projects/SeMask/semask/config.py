@@ -35,6 +35,8 @@ def _add_solver_config(cfg: CN) -> None:
     cfg.SOLVER.OPTIMIZER = "ADAMW"
     # Learning-rate multiplier of backbone parameters.
     cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    # Autocast dtype when SOLVER.AMP.ENABLED: "float16" (CUDA only) or "bfloat16" (CPU or CUDA).
+    cfg.SOLVER.AMP.PRECISION = "float16"
 
 
 def _add_swin_config(cfg: CN) -> None:
@@ -75,6 +77,8 @@ def _add_swin_config(cfg: CN) -> None:
     cfg.MODEL.SWIN.SEM_WINDOW_SIZE = 7
     # SemanticAttention blocks per stage (0: plain Swin without semantic layers).
     cfg.MODEL.SWIN.NUM_SEM_BLOCKS = 1
+    # Stages frozen from the start: -1 none, 0 patch embedding, k >= 2 also stages 1..k-1.
+    cfg.MODEL.SWIN.FROZEN_STAGES = -1
 
 
 def _add_mit_config(cfg: CN) -> None:
@@ -150,6 +154,9 @@ def _add_mask_former_config(cfg: CN) -> None:
     cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 112 * 112
     cfg.MODEL.MASK_FORMER.OVERSAMPLE_RATIO = 3.0
     cfg.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75
+    # Mask loss and matching cost: "sigmoid_ce" (Mask2Former, on sampled points) or "focal"
+    # (MaskFormer, on the full mask grid).
+    cfg.MODEL.MASK_FORMER.MASK_LOSS = "sigmoid_ce"
 
 
 def _add_sem_seg_head_config(cfg: CN) -> None:
@@ -163,3 +170,6 @@ def _add_sem_seg_head_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
+    # SeMask-FPN head: dropout before the 1x1 classifier, weight of its prior loss (loss_cate).
+    cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1
+    cfg.MODEL.SEM_SEG_HEAD.PRIOR_LOSS_WEIGHT = 0.4

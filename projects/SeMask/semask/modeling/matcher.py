@@ -1,0 +1,147 @@
+"""Hungarian matching of mask queries to ground-truth masks (Mask2Former's costs, point-sampled)."""
+
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.projects.point_rend.point_features import point_sample
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+
+def pairwise_sigmoid_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of every prediction against every target.
+
+    Args:
+        logits: [Q, P] mask logits at P points.
+        targets: [N, P] binary targets at the same points.
+    Returns:
+        [Q, N] costs.
+    """
+    num_points = logits.shape[1]
+    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    return (pos @ targets.T + neg @ (1 - targets).T) / num_points
+
+
+def pairwise_sigmoid_focal(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
+    """Mean sigmoid focal loss of every prediction vs every target: [Q, P], [N, P] -> [Q, N]."""
+    num_points = logits.shape[1]
+    probs = logits.sigmoid()
+    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    pos = alpha * (1 - probs) ** gamma * pos
+    neg = (1 - alpha) * probs**gamma * neg
+    return (pos @ targets.T + neg @ (1 - targets).T) / num_points
+
+
+MASK_LOSSES = ("sigmoid_ce", "focal")
+
+
+def pairwise_dice(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Dice loss (smoothing 1) of every prediction vs every target: [Q, P], [N, P] -> [Q, N]."""
+    probs = logits.sigmoid()
+    numerator = 2 * probs @ targets.T
+    denominator = probs.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
+class HungarianMatcher(nn.Module):
+    """One-to-one assignment of queries to targets minimising a weighted class + mask + dice cost.
+
+    ``mask_loss="sigmoid_ce"`` (Mask2Former): the mask costs are BCE and dice on ``num_points``
+    points drawn uniformly at random, the same for every query and target of an image.
+    ``mask_loss="focal"`` (MaskFormer): focal loss and dice on every pixel of the predicted masks'
+    grid, the targets resized to it (nearest).
+    """
+
+    def __init__(
+        self,
+        *,
+        cost_class: float = 1.0,
+        cost_mask: float = 1.0,
+        cost_dice: float = 1.0,
+        num_points: int = 12544,
+        mask_loss: str = "sigmoid_ce",
+    ):
+        super().__init__()
+        if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
+            raise ValueError("HungarianMatcher: cost_class, cost_mask and cost_dice are all 0")
+        if num_points <= 0:
+            raise ValueError(f"HungarianMatcher: num_points must be positive, got {num_points}")
+        if mask_loss not in MASK_LOSSES:
+            raise ValueError(f"HungarianMatcher: mask_loss must be one of {MASK_LOSSES}")
+        self.mask_loss = mask_loss
+        self.cost_class = cost_class
+        self.cost_mask = cost_mask
+        self.cost_dice = cost_dice
+        self.num_points = num_points
+
+    @torch.no_grad()
+    def forward(
+        self, outputs: Dict[str, torch.Tensor], targets: List[Dict[str, torch.Tensor]]
+    ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """Match each image's queries to its targets.
+
+        Args:
+            outputs: ``pred_logits`` [B, Q, K+1] and ``pred_masks`` [B, Q, h, w].
+            targets: per image, ``labels`` [N] int64 and ``masks`` [N, H, W].
+        Returns:
+            per image, (query indices [M], target indices [M]) int64 with M = min(Q, N).
+        """
+        indices = []
+        for logits, pred_masks, target in zip(
+            outputs["pred_logits"], outputs["pred_masks"], targets
+        ):
+            labels = target["labels"]
+            if labels.numel() == 0:
+                empty = torch.empty(0, dtype=torch.int64)
+                indices.append((empty, empty.clone()))
+                continue
+            cost = self.cost_matrix(logits, pred_masks, labels, target["masks"])
+            rows, cols = linear_sum_assignment(cost.cpu())
+            indices.append(
+                (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
+            )
+        return indices
+
+    def cost_matrix(
+        self,
+        logits: torch.Tensor,
+        pred_masks: torch.Tensor,
+        labels: torch.Tensor,
+        target_masks: torch.Tensor,
+    ) -> torch.Tensor:
+        """[Q, K+1] logits, [Q, h, w] mask logits, [N] labels, [N, H, W] masks -> [Q, N] cost."""
+        cost_class = -logits.float().softmax(-1)[:, labels]
+        if self.mask_loss == "focal":
+            target_masks = F.interpolate(
+                target_masks[:, None].to(pred_masks.dtype), size=pred_masks.shape[-2:]
+            )
+            pred, target = pred_masks.flatten(1).float(), target_masks.flatten(1).float()
+            cost_mask = pairwise_sigmoid_focal(pred, target)
+        else:
+            pred, target = self._sample_points(pred_masks, target_masks)
+            cost_mask = pairwise_sigmoid_ce(pred, target)
+        return (
+            self.cost_class * cost_class
+            + self.cost_mask * cost_mask
+            + self.cost_dice * pairwise_dice(pred, target)
+        )
+
+    def _sample_points(
+        self, pred_masks: torch.Tensor, target_masks: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The same random points of [Q, h, w] predictions and [N, H, W] targets: [Q, P], [N, P]."""
+        coords = torch.rand(1, self.num_points, 2, device=pred_masks.device)
+        target_points = point_sample(
+            target_masks[:, None].to(pred_masks.dtype),
+            coords.expand(len(target_masks), -1, -1),
+            align_corners=False,
+        ).squeeze(1)
+        pred_points = point_sample(
+            pred_masks[:, None], coords.expand(len(pred_masks), -1, -1), align_corners=False
+        ).squeeze(1)
+        return pred_points.float(), target_points.float()

@@ -1,0 +1,60 @@
+"""``SeMaskFPN``: SeMask backbone + the Semantic-FPN head with the semantic-prior loss."""
+
+from typing import Dict, List
+
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+
+from .inference import normalize_and_pad, output_size, pad_sem_seg, prior_outputs
+
+
+@META_ARCH_REGISTRY.register()
+class SeMaskFPN(SemanticSegmentor):
+    """A detectron2 ``SemanticSegmentor`` whose head (``SeMaskFPNHead``) also trains the priors.
+
+    Inputs as :class:`SeMaskMaskFormer`. Training returns ``loss_sem_seg`` and ``loss_cate``;
+    inference returns per image ``sem_seg`` [K, height, width] logits and, with ``return_prior``,
+    ``sem_prior`` and ``stage_priors``.
+    """
+
+    @configurable
+    def __init__(self, *, return_prior: bool = False, **kwargs):
+        """``return_prior``: also return the prior maps; ``kwargs`` as ``SemanticSegmentor``."""
+        super().__init__(**kwargs)
+        self.return_prior = return_prior
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict:
+        ret = super().from_config(cfg)
+        ret["return_prior"] = cfg.MODEL.MASK_FORMER.TEST.RETURN_PRIOR
+        return ret
+
+    def forward(self, batched_inputs: List[Dict]):
+        images = normalize_and_pad(
+            batched_inputs, self.pixel_mean, self.pixel_std, self.backbone.size_divisibility
+        )
+        features = self.backbone(images.tensor)
+        if self.training:
+            targets = pad_sem_seg(batched_inputs, images, self.sem_seg_head.ignore_value)
+            return self.sem_seg_head(features, targets)[1]
+        logits, _ = self.sem_seg_head(features)
+        sem_prior = self.sem_seg_head.prior_map(features) if self.return_prior else None
+        results = []
+        for i, image_size in enumerate(images.image_sizes):
+            height, width = output_size(batched_inputs[i], image_size)
+            result = {"sem_seg": sem_seg_postprocess(logits[i], image_size, height, width)}
+            if self.return_prior:
+                result.update(
+                    prior_outputs(
+                        sem_prior[i],
+                        features,
+                        self.backbone.output_shape(),
+                        i,
+                        image_size,
+                        height,
+                        width,
+                    )
+                )
+            results.append(result)
+        return results

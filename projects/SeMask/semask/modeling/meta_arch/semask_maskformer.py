@@ -1,0 +1,209 @@
+"""``SeMaskMaskFormer``: SeMask backbone + mask-classification head (MaskFormer / Mask2Former)."""
+
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_sem_seg_head
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from torch import nn
+
+from ...data.targets import sem_seg_to_masks
+from ..criterion import SetCriterion, loss_cate
+from ..matcher import HungarianMatcher
+from .inference import (
+    instance_inference,
+    normalize_and_pad,
+    output_size,
+    pad_sem_seg,
+    panoptic_inference,
+    prior_outputs,
+    semantic_inference,
+)
+
+
+def build_criterion(cfg) -> SetCriterion:
+    """The Mask2Former set criterion with SeMask's ``loss_cate`` (skipped when CATE_WEIGHT is 0)."""
+    mf = cfg.MODEL.MASK_FORMER
+    matcher = HungarianMatcher(
+        cost_class=mf.CLASS_WEIGHT,
+        cost_mask=mf.MASK_WEIGHT,
+        cost_dice=mf.DICE_WEIGHT,
+        num_points=mf.TRAIN_NUM_POINTS,
+        mask_loss=mf.MASK_LOSS,
+    )
+    main = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
+    weight_dict = dict(main)
+    if mf.DEEP_SUPERVISION:
+        for i in range(mf.DEC_LAYERS - 1):
+            weight_dict.update({f"{k}_{i}": v for k, v in main.items()})
+    extra_losses = {}
+    if mf.CATE_WEIGHT > 0:
+        weight_dict["loss_cate"] = mf.CATE_WEIGHT
+        extra_losses["loss_cate"] = loss_cate
+    return SetCriterion(
+        num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        matcher=matcher,
+        weight_dict=weight_dict,
+        eos_coef=mf.NO_OBJECT_WEIGHT,
+        num_points=mf.TRAIN_NUM_POINTS,
+        oversample_ratio=mf.OVERSAMPLE_RATIO,
+        importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
+        extra_losses=extra_losses,
+        deep_supervision=mf.DEEP_SUPERVISION,
+    )
+
+
+@META_ARCH_REGISTRY.register()
+class SeMaskMaskFormer(nn.Module):
+    """Normalise, pad, run backbone + head; train with the set criterion, infer label maps.
+
+    Inputs are detectron2 dicts: ``image`` uint8 [3, H, W] RGB, optional ``height``/``width``
+    (output size), and in training ``sem_seg`` int64 [H, W] (``ignore_value`` = unlabelled).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        sem_seg_head: nn.Module,
+        criterion: SetCriterion,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        size_divisibility: int,
+        ignore_value: int = 255,
+        semantic_on: bool = True,
+        panoptic_on: bool = False,
+        instance_on: bool = False,
+        return_prior: bool = False,
+        object_mask_threshold: float = 0.0,
+        overlap_threshold: float = 0.0,
+        thing_ids: Tuple[int, ...] = (),
+        test_topk_per_image: int = 100,
+        sem_seg_postprocess_before_inference: bool = False,
+    ):
+        super().__init__()
+        if not (semantic_on or panoptic_on or instance_on):
+            raise ValueError("SeMaskMaskFormer: enable at least one of semantic/panoptic/instance")
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        self.criterion = criterion
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.size_divisibility = size_divisibility
+        self.ignore_value = ignore_value
+        self.semantic_on = semantic_on
+        self.panoptic_on = panoptic_on
+        self.instance_on = instance_on
+        self.return_prior = return_prior
+        self.object_mask_threshold = object_mask_threshold
+        self.overlap_threshold = overlap_threshold
+        self.thing_ids = frozenset(thing_ids)
+        self.test_topk_per_image = test_topk_per_image
+        self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict:
+        backbone = build_backbone(cfg)
+        test = cfg.MODEL.MASK_FORMER.TEST
+        metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else None
+        thing_map = getattr(metadata, "thing_dataset_id_to_contiguous_id", {})
+        return {
+            "backbone": backbone,
+            "sem_seg_head": build_sem_seg_head(cfg, backbone.output_shape()),
+            "criterion": build_criterion(cfg),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "size_divisibility": max(
+                cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY, backbone.size_divisibility
+            ),
+            "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "semantic_on": test.SEMANTIC_ON,
+            "panoptic_on": test.PANOPTIC_ON,
+            "instance_on": test.INSTANCE_ON,
+            "return_prior": test.RETURN_PRIOR,
+            "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
+            "overlap_threshold": test.OVERLAP_THRESHOLD,
+            "thing_ids": tuple(thing_map.values()),
+            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "sem_seg_postprocess_before_inference": test.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def forward(self, batched_inputs: List[Dict]):
+        """Training: dict of weighted losses. Inference: per image a dict with ``sem_seg``
+        [K, height, width] (and ``panoptic_seg``, ``instances``, ``sem_prior``, ``stage_priors``
+        when enabled)."""
+        images = normalize_and_pad(
+            batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility
+        )
+        features = self.backbone(images.tensor)
+        outputs = self.sem_seg_head(features)
+        if self.training:
+            return self.criterion(outputs, self.prepare_targets(batched_inputs, images))
+        return self.inference(batched_inputs, images, features, outputs)
+
+    def prepare_targets(self, batched_inputs: List[Dict], images) -> List[Dict[str, torch.Tensor]]:
+        """Per image ``labels`` [N], ``masks`` [N, Hp, Wp] and ``sem_seg`` [Hp, Wp], padded."""
+        targets = []
+        for sem_seg in pad_sem_seg(batched_inputs, images, self.ignore_value):
+            labels, masks = sem_seg_to_masks(sem_seg, self.ignore_value)
+            targets.append({"labels": labels, "masks": masks, "sem_seg": sem_seg})
+        return targets
+
+    def inference(self, batched_inputs, images, features, outputs) -> List[Dict]:
+        mask_preds = F.interpolate(
+            outputs["pred_masks"],
+            size=images.tensor.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
+        results = []
+        for i, (mask_cls, mask_pred) in enumerate(zip(outputs["pred_logits"], mask_preds)):
+            image_size = images.image_sizes[i]
+            height, width = output_size(batched_inputs[i], image_size)
+            result = {}
+            if self.sem_seg_postprocess_before_inference or self.panoptic_on or self.instance_on:
+                mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
+                image_size = (height, width)
+            if self.semantic_on:
+                scores = semantic_inference(mask_cls, mask_pred)
+                result["sem_seg"] = sem_seg_postprocess(scores, image_size, height, width)
+            if self.panoptic_on:
+                result["panoptic_seg"] = panoptic_inference(
+                    mask_cls,
+                    mask_pred,
+                    object_mask_threshold=self.object_mask_threshold,
+                    overlap_threshold=self.overlap_threshold,
+                    thing_ids=self.thing_ids,
+                )
+            if self.instance_on:
+                result["instances"] = instance_inference(
+                    mask_cls,
+                    mask_pred,
+                    topk=self.test_topk_per_image,
+                    thing_ids=self.thing_ids if self.panoptic_on else None,
+                )
+            if self.return_prior:
+                result.update(self._prior_outputs(i, images, features, outputs, height, width))
+            results.append(result)
+        return results
+
+    def _prior_outputs(self, i, images, features, outputs, height, width) -> Dict:
+        if "sem_pred" not in outputs:
+            raise KeyError("TEST.RETURN_PRIOR needs the head to return 'sem_pred'")
+        return prior_outputs(
+            outputs["sem_pred"][i],
+            features,
+            self.backbone.output_shape(),
+            i,
+            images.image_sizes[i],
+            height,
+            width,
+        )

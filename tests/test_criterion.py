@@ -1,0 +1,207 @@
+"""Set criterion and semantic-prior loss: keys, weights, hand-computed values, empty targets."""
+
+import math
+
+import pytest
+import torch
+from conftest import semask_cfg
+
+from semask.data.targets import sem_seg_to_masks
+from semask.modeling.criterion import SetCriterion, ignore_aware_cross_entropy, loss_cate
+from semask.modeling.matcher import HungarianMatcher
+from semask.modeling.meta_arch.semask_maskformer import build_criterion
+
+NUM_CLASSES = 4
+
+
+def _criterion(weight_dict, num_points=200, mask_loss="sigmoid_ce"):
+    return SetCriterion(
+        num_classes=NUM_CLASSES,
+        matcher=HungarianMatcher(
+            cost_class=2.0,
+            cost_mask=5.0,
+            cost_dice=5.0,
+            num_points=num_points,
+            mask_loss=mask_loss,
+        ),
+        weight_dict=weight_dict,
+        eos_coef=0.1,
+        num_points=num_points,
+        oversample_ratio=3.0,
+        importance_sample_ratio=0.75,
+        extra_losses={"loss_cate": loss_cate},
+    )
+
+
+def _outputs(batch=2, queries=6, size=(24, 32), num_aux=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def one():
+        return {
+            "pred_logits": torch.randn(batch, queries, NUM_CLASSES + 1, generator=g),
+            "pred_masks": torch.randn(batch, queries, size[0] // 4, size[1] // 4, generator=g),
+        }
+
+    out = one()
+    out["aux_outputs"] = [one() for _ in range(num_aux)]
+    out["sem_pred"] = torch.randn(batch, NUM_CLASSES, *size, generator=g)
+    for t in [out, *out["aux_outputs"]]:
+        for v in t.values():
+            if isinstance(v, torch.Tensor):
+                v.requires_grad_(True)
+    return out
+
+
+def _targets(sem_segs):
+    targets = []
+    for sem_seg in sem_segs:
+        labels, masks = sem_seg_to_masks(sem_seg)
+        targets.append({"labels": labels, "masks": masks, "sem_seg": sem_seg})
+    return targets
+
+
+def _sem_segs(batch=2, size=(24, 32), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sem = torch.randint(0, NUM_CLASSES, (batch, *size), generator=g)
+    sem[:, :4] = 255
+    return list(sem)
+
+
+def _weights(value=None):
+    base = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
+    weights = dict(base)
+    for i in range(2):
+        weights.update({f"{k}_{i}": v for k, v in base.items()})
+    weights["loss_cate"] = 0.4
+    return {k: value for k in weights} if value is not None else weights
+
+
+def test_config_weight_dict_matches_official(reference_dir):
+    cfg = semask_cfg()
+    cfg.merge_from_file(str(reference_dir / "micro_msdeform_config.yaml"))
+    weights = build_criterion(cfg).weight_dict
+    expected = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0, "loss_cate": 0.4}
+    for i in range(cfg.MODEL.MASK_FORMER.DEC_LAYERS - 1):
+        expected.update({f"loss_ce_{i}": 2.0, f"loss_mask_{i}": 5.0, f"loss_dice_{i}": 5.0})
+    assert weights == expected
+    cfg.MODEL.MASK_FORMER.DEEP_SUPERVISION = False
+    cfg.MODEL.MASK_FORMER.CATE_WEIGHT = 0.0
+    assert build_criterion(cfg).weight_dict == {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
+
+
+def test_empty_weight_buffer():
+    crit = _criterion(_weights())
+    assert crit.empty_weight.tolist() == pytest.approx([1.0] * NUM_CLASSES + [0.1])
+    assert "empty_weight" in crit.state_dict()
+
+
+def test_keys_and_weights_applied():
+    outputs, targets = _outputs(), _targets(_sem_segs())
+    torch.manual_seed(5)
+    weighted = _criterion(_weights())(outputs, targets)
+    torch.manual_seed(5)
+    raw = _criterion(_weights(1.0))(outputs, targets)
+    assert set(weighted) == set(_weights())
+    for k, w in _weights().items():
+        torch.testing.assert_close(weighted[k], raw[k] * w)
+        assert torch.isfinite(weighted[k]) and weighted[k] > 0
+
+
+def test_without_deep_supervision_aux_outputs_are_ignored():
+    weights = {k: v for k, v in _weights().items() if k[-1] not in "01"}
+    crit = _criterion(weights)
+    crit.deep_supervision = False
+    assert set(crit(_outputs(), _targets(_sem_segs()))) == set(weights)
+
+
+def test_missing_weight_is_an_error():
+    weights = _weights()
+    del weights["loss_dice_1"]
+    with pytest.raises(KeyError, match="loss_dice_1"):
+        _criterion(weights)(_outputs(), _targets(_sem_segs()))
+
+
+def test_prior_loss_hand_computed():
+    logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]], [[-1.0, 3.0]]]])  # [1, 3, 1, 2]
+    labels = torch.tensor([[[1, 255]]])
+    # pixel 0: logits (2, 0, -1), class 1 -> -log(e^0 / (e^2 + e^0 + e^-1)); pixel 1 ignored
+    expected = -math.log(1.0 / (math.exp(2) + 1.0 + math.exp(-1)))
+    assert ignore_aware_cross_entropy(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+    labels = torch.tensor([[[1, 2]]])
+    second = -math.log(math.exp(3) / (1.0 + math.e + math.exp(3)))
+    value = ignore_aware_cross_entropy(logits, labels).item()
+    assert value == pytest.approx((expected + second) / 2, rel=1e-6)
+
+
+def test_prior_loss_ignores_ignored_pixels():
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(2, 4, 6, 6, generator=g), torch.randint(
+        0, 4, (2, 6, 6), generator=g
+    )
+    changed = labels.clone()
+    changed[:, :3] = 255
+    reference = ignore_aware_cross_entropy(logits[..., 3:, :], labels[:, 3:])
+    torch.testing.assert_close(ignore_aware_cross_entropy(logits, changed), reference)
+
+
+def test_prior_loss_rejects_size_mismatch():
+    with pytest.raises(ValueError, match="sem_pred size"):
+        ignore_aware_cross_entropy(torch.zeros(1, 3, 4, 4), torch.zeros(1, 8, 8, dtype=torch.long))
+
+
+def test_all_ignore_image_gives_finite_losses():
+    sem_segs = [torch.full((24, 32), 255, dtype=torch.int64)] * 2
+    outputs = _outputs()
+    losses = _criterion(_weights())(outputs, _targets(sem_segs))
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_cate"].item() == 0.0 and losses["loss_mask"].item() == 0.0
+    assert losses["loss_ce"].item() > 0  # every query must predict "no object"
+    sum(losses.values()).backward()
+    assert outputs["sem_pred"].grad is not None and outputs["pred_masks"].grad is not None
+
+
+@pytest.mark.parametrize("mask_loss", ["sigmoid_ce", "focal"])
+def test_perfect_prediction_has_lower_loss(mask_loss):
+    sem_seg = torch.zeros(32, 32, dtype=torch.int64)  # 4 x 4 aligned blocks: exact at stride 4
+    sem_seg[:, 16:] = 1
+    sem_seg[20:, 8:] = 3
+    sem_seg[:4] = 255
+    targets = _targets([sem_seg])
+    good = _outputs(batch=1, size=(32, 32), num_aux=0)
+    with torch.no_grad():
+        good["pred_logits"].fill_(-10.0)
+        good["pred_logits"][0, :, NUM_CLASSES] = 10.0
+        good["pred_masks"].fill_(-10.0)
+        small = targets[0]["masks"][:, ::4, ::4]
+        for q, (label, mask) in enumerate(zip(targets[0]["labels"], small)):
+            good["pred_logits"][0, q] = -10.0
+            good["pred_logits"][0, q, label] = 10.0
+            good["pred_masks"][0, q] = torch.where(mask, 10.0, -10.0)
+    bad = _outputs(batch=1, size=(32, 32), num_aux=0)
+    weights = {"loss_ce": 1.0, "loss_mask": 1.0, "loss_dice": 1.0, "loss_cate": 1.0}
+    good_losses = _criterion(weights, 1000, mask_loss)(good, targets)
+    bad_losses = _criterion(weights, 1000, mask_loss)(bad, targets)
+    assert good_losses["loss_ce"] < 0.01 < bad_losses["loss_ce"]
+    assert good_losses["loss_dice"] < bad_losses["loss_dice"]
+    assert good_losses["loss_mask"] < bad_losses["loss_mask"]
+
+
+def test_focal_mode_uses_full_resolution_masks():
+    """MaskFormer's mask loss: focal loss of the masks upsampled to the target size."""
+    sem_segs = _sem_segs(batch=1, size=(16, 16))
+    targets = _targets(sem_segs)
+    outputs = _outputs(batch=1, queries=NUM_CLASSES, size=(16, 16), num_aux=0)
+    weights = {"loss_ce": 1.0, "loss_mask": 1.0, "loss_dice": 1.0, "loss_cate": 1.0}
+    crit = _criterion(weights, mask_loss="focal")
+    losses = crit(outputs, targets)
+    rows, cols = crit.matcher(outputs, targets)[0]
+    pred = torch.nn.functional.interpolate(
+        outputs["pred_masks"][0, rows][:, None], size=(16, 16), mode="bilinear"
+    ).flatten(1)
+    tgt = targets[0]["masks"][cols].flatten(1).float()
+    prob = pred.sigmoid()
+    p_t = prob * tgt + (1 - prob) * (1 - tgt)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(pred, tgt, reduction="none")
+    alpha_t = 0.25 * tgt + 0.75 * (1 - tgt)
+    expected = (alpha_t * bce * (1 - p_t) ** 2).mean(1).sum() / len(targets[0]["labels"])
+    torch.testing.assert_close(losses["loss_mask"], expected)
