@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from detectron2.config import CfgNode, get_cfg
 
 import semask  # noqa: F401  (applies semask.compat before detectron2 is used)
@@ -11,6 +12,11 @@ from semask import add_semask_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Test models are tiny: one thread avoids thread-synchronisation overhead on small CPUs."""
+    torch.set_num_threads(1)
 
 
 def find_reference_dir() -> Path:

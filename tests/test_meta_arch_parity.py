@@ -14,15 +14,6 @@ from semask.modeling.meta_arch.inference import semantic_inference
 MODELS = ["micro_msdeform", "micro_msfapn"]
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Small CPU ops are dominated by thread synchronisation; one thread is fast on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 

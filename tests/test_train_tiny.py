@@ -8,15 +8,6 @@ from detectron2.modeling import build_model
 K = 4
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny ops are dominated by thread synchronisation; one thread is fast even on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_cfg(variant: str):
     """``variant``: "mask2former", "maskformer" (focal mask loss, res5 decoder) or "fpn"."""
     meta_arch = "SeMaskFPN" if variant == "fpn" else "SeMaskMaskFormer"
