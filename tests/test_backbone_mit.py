@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from conftest import semask_cfg
 from detectron2.modeling import build_backbone
+from test_backbone_swin import assert_declared_outputs_and_gradients
 from test_convert_weights import mit_sizes, mmseg_mit_state_dict
 
 from semask.modeling.backbone import MIT_SIZES, D2SeMaskMiT, set_sdpa
@@ -49,20 +50,7 @@ def test_size_variant_parameter_counts(size):
 )
 def test_size_variant_shapes_and_gradients(size):
     torch.manual_seed(0)
-    model = mit(size, drop_path_rate=0.0)
-    for module in model.modules():
-        if hasattr(module, "gamma"):
-            module.gamma.data.fill_(0.5)
-    out = model(torch.randn(2, 3, 70, 45))
-    shapes = model.output_shape()
-    assert set(out) == set(shapes)
-    for name, tensor in out.items():
-        stride = shapes[name].stride
-        assert tensor.shape == (2, shapes[name].channels, -(-70 // stride), -(-45 // stride))
-        assert torch.isfinite(tensor).all(), name
-    sum(t.square().mean() for t in out.values()).backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
-    assert no_grad == []
+    assert_declared_outputs_and_gradients(mit(size, drop_path_rate=0.0), 70, 45)
 
 
 def test_built_from_config_with_priors():

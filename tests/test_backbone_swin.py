@@ -88,16 +88,23 @@ SLOW = pytest.mark.slow
 )
 def test_size_variant_shapes_and_gradients(size):
     torch.manual_seed(0)
-    model = swin(size, drop_path_rate=0.0)  # stochastic depth could drop a whole block's branch
+    # no stochastic depth: it could drop a whole block's branch
+    assert_declared_outputs_and_gradients(swin(size, drop_path_rate=0.0), 40, 52)
+
+
+def assert_declared_outputs_and_gradients(model: torch.nn.Module, height: int, width: int):
+    """A [2, 3, height, width] input gives exactly the declared outputs (shapes, finite values),
+    and every parameter gets a non-zero gradient from them."""
     for module in model.modules():
         if hasattr(module, "gamma"):
             module.gamma.data.fill_(0.5)  # a trained value, so every branch carries gradient
-    out = model(torch.randn(2, 3, 40, 52))
+    out = model(torch.randn(2, 3, height, width))
     shapes = model.output_shape()
     assert set(out) == set(shapes)
     for name, tensor in out.items():
         stride = shapes[name].stride
-        assert tensor.shape == (2, shapes[name].channels, -(-40 // stride), -(-52 // stride))
+        expected = (2, shapes[name].channels, -(-height // stride), -(-width // stride))
+        assert tensor.shape == expected, name
         assert torch.isfinite(tensor).all(), name
     sum(t.square().mean() for t in out.values()).backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]

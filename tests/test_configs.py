@@ -13,6 +13,7 @@ from detectron2.modeling import (
     build_model,
 )
 
+from semask.modeling.backbone import MIT_SIZES
 from semask.modeling.meta_arch import build_criterion
 from semask.modeling.pixel_decoder import PIXEL_DECODER_REGISTRY
 from semask.modeling.transformer_decoder import TRANSFORMER_DECODER_REGISTRY
@@ -23,6 +24,7 @@ LEAVES = [p for p in ALL_CONFIGS if not Path(p).name.startswith("Base-")]
 
 # Parameters of each leaf model, measured here. The SeMask Swin-T + MSDeformAttn (49,445,317) and
 # SeMask Swin-L + MSFaPN (223,851,415) models equal the counts of the published code (150 classes).
+# The MiT backbones inside the semask_mit_* models are pinned in test_backbone_mit.py.
 PARAMS = {
     "ade20k/mask2former/fapn_semask_swin_large_IN21k_384_bs16_160k_res640.yaml": 226_745_479,
     "ade20k/mask2former/fapn_swin_large_IN21k_384_bs16_160k_res640.yaml": 219_601_875,
@@ -38,6 +40,12 @@ PARAMS = {
     "ade20k/mask2former/swin_tiny_bs16_160k.yaml": 47_439_633,
     "ade20k/maskformer/semask_swin_large_IN21k_384_bs16_160k_res640.yaml": 218_719_231,
     "ade20k/maskformer/swin_large_IN21k_384_bs16_160k_res640.yaml": 211_575_627,
+    "ade20k/semantic_fpn/semask_mit_b0_bs16_80k_res512.yaml": 6_660_010,
+    "ade20k/semantic_fpn/semask_mit_b1_bs16_80k_res512.yaml": 18_404_874,
+    "ade20k/semantic_fpn/semask_mit_b2_bs16_80k_res512.yaml": 29_449_738,
+    "ade20k/semantic_fpn/semask_mit_b3_bs16_80k_res512.yaml": 49_325_578,
+    "ade20k/semantic_fpn/semask_mit_b4_bs16_80k_res512.yaml": 66_096_138,
+    "ade20k/semantic_fpn/semask_mit_b5_bs16_80k_res512.yaml": 86_696_458,
     "ade20k/semantic_fpn/semask_swin_base_IN21k_384_bs16_80k_res512.yaml": 96_485_826,
     "ade20k/semantic_fpn/semask_swin_large_IN21k_384_bs16_80k_res640.yaml": 210_791_934,
     "ade20k/semantic_fpn/semask_swin_small_bs16_80k_res512.yaml": 55_973_652,
@@ -117,9 +125,22 @@ def test_plain_baselines_drop_the_semantic_branch():
             assert cfg.MODEL.BACKBONE.NAME == "D2SwinTransformer", name
             if cfg.MODEL.META_ARCHITECTURE == "SeMaskMaskFormer":
                 assert cfg.MODEL.MASK_FORMER.CATE_WEIGHT == 0.0, name
+        elif Path(name).name.startswith("semask_mit_"):
+            assert cfg.MODEL.BACKBONE.NAME == "D2SeMaskMiT", name
+            assert cfg.MODEL.MIT.NUM_SEM_BLOCKS == 1, name
         else:
             assert cfg.MODEL.BACKBONE.NAME == "D2SeMaskSwinTransformer", name
             assert cfg.MODEL.SWIN.NUM_SEM_BLOCKS == 1, name
+
+
+@pytest.mark.parametrize("size", sorted(MIT_SIZES))
+def test_mit_configs_use_segformer_sizes(size):
+    cfg = load(f"ade20k/semantic_fpn/semask_mit_{size}_bs16_80k_res512.yaml")
+    mit = cfg.MODEL.MIT
+    assert tuple(mit.EMBED_DIMS) == MIT_SIZES[size]["embed_dims"]
+    assert tuple(mit.DEPTHS) == MIT_SIZES[size]["depths"]
+    assert (list(mit.NUM_HEADS), list(mit.SR_RATIOS)) == ([1, 2, 5, 8], [8, 4, 2, 1])
+    assert (mit.DROP_PATH_RATE, cfg.MODEL.WEIGHTS) == (0.1, f"mit_{size}.pkl")
 
 
 def _assert_same(ours, official: dict, where: str, skip=()) -> None:
@@ -158,7 +179,8 @@ def test_semantic_fpn_recipe():
         assert s.WARMUP_METHOD == "linear"
         crop = 768 if "cityscapes" in name else 640 if "large" in name else 512
         assert tuple(cfg.INPUT.CROP.SIZE) == (crop, crop), name
-        assert cfg.MODEL.SEM_SEG_HEAD.PRIOR_LOSS_WEIGHT == 0.4
+        assert cfg.MODEL.MASK_FORMER.CATE_WEIGHT == 0.4, name
+        assert "PRIOR_LOSS_WEIGHT" not in cfg.MODEL.SEM_SEG_HEAD, name
         assert cfg.MODEL.SEM_SEG_HEAD.DROPOUT == 0.1
 
 
@@ -180,6 +202,7 @@ def test_builds_with_pinned_parameter_count(name):
     [
         "ade20k/mask2former/semask_swin_tiny_bs16_160k.yaml",
         "ade20k/semantic_fpn/semask_swin_tiny_bs16_80k_res512.yaml",
+        "ade20k/semantic_fpn/semask_mit_b0_bs16_80k_res512.yaml",
     ],
 )
 def test_cpu_build_matches_meta_build(name):
@@ -188,6 +211,18 @@ def test_cpu_build_matches_meta_build(name):
     assert type(model).__name__ == load(name).MODEL.META_ARCHITECTURE
     assert _count(model) == PARAMS[name]
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_mit_config_trains_and_infers():
+    torch.manual_seed(0)
+    model = build_model(load("ade20k/semantic_fpn/semask_mit_b0_bs16_80k_res512.yaml"))
+    image = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
+    losses = model([{"image": image, "sem_seg": torch.randint(0, 150, (64, 96))}])
+    assert set(losses) == {"loss_sem_seg", "loss_cate"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    with torch.no_grad():
+        (out,) = model.eval()([{"image": image, "height": 32, "width": 48}])
+    assert out["sem_seg"].shape == (150, 32, 48) and torch.isfinite(out["sem_seg"]).all()
 
 
 def test_maskformer_recipe():

@@ -291,3 +291,38 @@ def test_mit_converter_keeps_segformer_names():
     state = {"backbone." + k: v for k, v in model.state_dict().items()}
     state["decode_head.linear_pred.weight"] = torch.zeros(2, 2)
     assert convert_mit(state).keys() == model.state_dict().keys()
+
+
+def test_cli_converts_mit_for_the_mit_config(tmp_path, capsys):
+    """SegFormer (mmseg) MiT-B0 weights fit the shipped SeMask MiT-B0 config: only the semantic
+    layers stay at their initialisation."""
+    torch.manual_seed(0)
+    source, output = tmp_path / "mit_b0.pth", tmp_path / "mit_b0.pkl"
+    torch.save(
+        mmseg_mit_state_dict((32, 64, 160, 256), (2, 2, 2, 2), (8, 4, 2, 1), (1, 2, 5, 8)), source
+    )
+    config = REPO_ROOT / "configs/ade20k/semantic_fpn/semask_mit_b0_bs16_80k_res512.yaml"
+    convert_weights.main(["mit", str(source), str(output), "--config", str(config)])
+    report = capsys.readouterr().out
+    left = [line.strip() for line in report.splitlines()[1:] if line.startswith("  ")]
+    assert report.startswith(f"loads into D2SeMaskMiT; {len(left)} keys left at init")
+    assert left and all(k.startswith("semantic_layer") for k in left)
+    with output.open("rb") as f:
+        weights = pickle.load(f)["model"]
+    assert "backbone.block3.1.attn.kv.weight" in weights
+    assert not any("semantic_layer" in k for k in weights)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["layers.0.1.0.ffn.layers.2.weight", "layers.0.3.weight", "encoder.block.0.0.attention.x.w"],
+)
+def test_mit_converter_names_an_unknown_entry(name):
+    torch.manual_seed(0)
+    s = mit_sizes()
+    state = mmseg_mit_state_dict(s["dims"], s["depths"], s["sr"], s["heads"])
+    if name.startswith("encoder."):
+        state = hf_from_mmseg(state)
+    state[name] = torch.zeros(1)
+    with pytest.raises(KeyError, match=f"entry {name!r} is not a"):
+        convert_mit(state)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from conftest import semask_cfg
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import build_model
+from detectron2.modeling import build_model, build_sem_seg_head
 from torch import nn
 
 from semask.modeling.criterion import ignore_aware_cross_entropy
@@ -55,7 +55,7 @@ def _head(priors=True, dropout=0.1):
         {k: v for k, v in _fake_shapes(priors).items() if not k.startswith("prior_")},
         prior_features=[k for k in _fake_shapes(priors) if k.startswith("prior_")],
         dropout=dropout,
-        prior_loss_weight=0.4,
+        cate_weight=0.4,
         num_classes=K,
         conv_dims=32,
         common_stride=4,
@@ -93,6 +93,21 @@ def test_head_inference_and_losses_on_fake_features():
         F.interpolate(x, scale_factor=4, mode="bilinear"), targets, ignore_index=255
     )
     torch.testing.assert_close(losses["loss_sem_seg"], main)
+
+
+@pytest.mark.parametrize("weight", [0.4, 1.5])
+def test_cate_weight_key_weighs_the_prior_loss(weight):
+    """MODEL.MASK_FORMER.CATE_WEIGHT weighs loss_cate in SeMask-FPN as it does in Mask2Former."""
+    cfg = tiny_fpn_cfg()
+    cfg.MODEL.MASK_FORMER.CATE_WEIGHT = weight
+    shapes = _fake_shapes()
+    head = build_sem_seg_head(cfg, shapes).train()
+    features = _fake_features(shapes)
+    targets = torch.randint(0, K, (2, 64, 96))
+    _, losses = head(features, targets)
+    prior = aggregate_priors([features[f"prior_res{i}"] for i in range(2, 6)])
+    expected = weight * ignore_aware_cross_entropy(prior, targets)
+    torch.testing.assert_close(losses["loss_cate"], expected)
 
 
 def test_head_without_priors():

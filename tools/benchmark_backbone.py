@@ -12,6 +12,7 @@ import argparse
 import statistics
 import sys
 import time
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -26,6 +27,7 @@ from semask.modeling.backbone import (
 
 
 def build(backbone: str, size: str, num_classes: int) -> torch.nn.Module:
+    """A SeMask Swin (``size`` T/S/B/L) or MiT (b0..b5) backbone at its published size."""
     if backbone == "swin":
         sizes = SWIN_SIZES[size]
         return D2SeMaskSwinTransformer(
@@ -34,7 +36,7 @@ def build(backbone: str, size: str, num_classes: int) -> torch.nn.Module:
     return D2SeMaskMiT(num_classes=num_classes, **MIT_SIZES[size])
 
 
-def latency(model: torch.nn.Module, x: torch.Tensor, iters: int, warmup: int) -> list:
+def latency(model: torch.nn.Module, x: torch.Tensor, iters: int, warmup: int) -> List[float]:
     """Seconds per forward pass, ``iters`` timed runs after ``warmup`` untimed ones."""
     times = []
     with torch.inference_mode():
@@ -50,7 +52,7 @@ def latency(model: torch.nn.Module, x: torch.Tensor, iters: int, warmup: int) ->
     return times
 
 
-def main(argv=None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backbone", choices=("swin", "mit"), default="swin")
     parser.add_argument("--size", default="T", help="Swin T/S/B/L or MiT b0..b5")

@@ -5,7 +5,7 @@
     python tools/convert_weights.py swin-timm timm_swin_t.pth swin_t.pkl
     python tools/convert_weights.py semask semask_large_mask2former_ade20k.pth semask_l.pkl
     python tools/convert_weights.py mit mit_b2.pth mit_b2.pkl \
-        --config configs/your_mit_config.yaml --opts MODEL.SEM_SEG_HEAD.NUM_CLASSES 150
+        --config configs/ade20k/semantic_fpn/semask_mit_b2_bs16_80k_res512.yaml
 
 With ``--config`` the result is first loaded into that config's backbone (missing keys are
 listed; shape mismatches are errors). The output holds ``backbone.``-prefixed entries: ``.pkl`` in
@@ -17,7 +17,7 @@ import argparse
 import pickle
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional, Sequence
 
 import torch
 
@@ -70,7 +70,9 @@ def write_checkpoint(state: Mapping[str, torch.Tensor], path: Path, prefix: str)
         torch.save({"model": state}, path)
 
 
-def check_against_config(state, config: Path, opts, source: str) -> None:
+def check_against_config(
+    state: Mapping[str, torch.Tensor], config: Path, opts: Sequence[str], source: str
+) -> None:
     """Build the backbone of ``config`` and load ``state`` into it, reporting missing keys."""
     cfg = get_cfg()
     add_semask_config(cfg)
@@ -82,7 +84,7 @@ def check_against_config(state, config: Path, opts, source: str) -> None:
     sys.stdout.write(":\n  " + "\n  ".join(missing) + "\n" if missing else "\n")
 
 
-def main(argv=None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("source", choices=sorted(CONVERTERS))
     parser.add_argument("input", type=Path)

@@ -119,7 +119,8 @@ def _add_mask_former_config(cfg: CN) -> None:
     cfg.MODEL.MASK_FORMER.CLASS_WEIGHT = 1.0
     cfg.MODEL.MASK_FORMER.DICE_WEIGHT = 1.0
     cfg.MODEL.MASK_FORMER.MASK_WEIGHT = 20.0
-    # Weight of the semantic-prior cross-entropy (loss_cate) on the semantic decoder output.
+    # Weight of the semantic-prior cross-entropy (loss_cate) on the semantic decoder output, for
+    # every SeMask model (SeMask-FPN included); 0 turns the prior loss off.
     cfg.MODEL.MASK_FORMER.CATE_WEIGHT = 0.4
     # Transformer decoder width, heads, dropout, FFN width, encoder/decoder depth, pre-norm.
     cfg.MODEL.MASK_FORMER.NHEADS = 8
@@ -166,10 +167,12 @@ def _add_sem_seg_head_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 0
     # Registry name of the pixel decoder.
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "BasePixelDecoder"
-    # Backbone features read by the deformable encoder, its heads and sampling points.
+    # Backbone features read by the deformable encoder, and its sampling points.
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
+    # Not read: kept so official YAMLs merge. The deformable encoder, as in the official code,
+    # takes its heads from MODEL.MASK_FORMER.NHEADS.
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
-    # SeMask-FPN head: dropout before the 1x1 classifier, weight of its prior loss (loss_cate).
+    # SeMask-FPN head: dropout before the 1x1 classifier (MODEL.MASK_FORMER.CATE_WEIGHT weighs
+    # its prior loss).
     cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1
-    cfg.MODEL.SEM_SEG_HEAD.PRIOR_LOSS_WEIGHT = 0.4

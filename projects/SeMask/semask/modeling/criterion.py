@@ -100,7 +100,7 @@ class SetCriterion(nn.Module):
         importance_sample_ratio: float,
         extra_losses: Optional[Mapping[str, ExtraLoss]] = None,
         deep_supervision: bool = True,
-    ):
+    ) -> None:
         """
         Args:
             num_classes: K; class index K is "no object".

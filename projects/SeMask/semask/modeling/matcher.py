@@ -8,6 +8,21 @@ from detectron2.projects.point_rend.point_features import point_sample
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+MASK_LOSSES = ("sigmoid_ce", "focal")
+
+
+def _bce_with_one_and_zero(logits: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Point-wise BCE of ``logits`` [Q, P] against an all-one and an all-zero target."""
+    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    return pos, neg
+
+
+def _mean_over_points(pos: torch.Tensor, neg: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-point costs for target 1 (``pos``) and 0 (``neg``), [Q, P], averaged over the points
+    of every [N, P] binary target: [Q, N]."""
+    return (pos @ targets.T + neg @ (1 - targets).T) / pos.shape[1]
+
 
 def pairwise_sigmoid_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean binary cross-entropy of every prediction against every target.
@@ -18,26 +33,18 @@ def pairwise_sigmoid_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     Returns:
         [Q, N] costs.
     """
-    num_points = logits.shape[1]
-    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-    return (pos @ targets.T + neg @ (1 - targets).T) / num_points
+    return _mean_over_points(*_bce_with_one_and_zero(logits), targets)
 
 
 def pairwise_sigmoid_focal(
     logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
 ) -> torch.Tensor:
     """Mean sigmoid focal loss of every prediction vs every target: [Q, P], [N, P] -> [Q, N]."""
-    num_points = logits.shape[1]
     probs = logits.sigmoid()
-    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    pos, neg = _bce_with_one_and_zero(logits)
     pos = alpha * (1 - probs) ** gamma * pos
     neg = (1 - alpha) * probs**gamma * neg
-    return (pos @ targets.T + neg @ (1 - targets).T) / num_points
-
-
-MASK_LOSSES = ("sigmoid_ce", "focal")
+    return _mean_over_points(pos, neg, targets)
 
 
 def pairwise_dice(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -65,14 +72,17 @@ class HungarianMatcher(nn.Module):
         cost_dice: float = 1.0,
         num_points: int = 12544,
         mask_loss: str = "sigmoid_ce",
-    ):
+    ) -> None:
         super().__init__()
         if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
             raise ValueError("HungarianMatcher: cost_class, cost_mask and cost_dice are all 0")
         if num_points <= 0:
             raise ValueError(f"HungarianMatcher: num_points must be positive, got {num_points}")
         if mask_loss not in MASK_LOSSES:
-            raise ValueError(f"HungarianMatcher: mask_loss must be one of {MASK_LOSSES}")
+            raise ValueError(
+                f"HungarianMatcher: mask_loss (MODEL.MASK_FORMER.MASK_LOSS) must be one of "
+                f"{MASK_LOSSES}, got {mask_loss!r}"
+            )
         self.mask_loss = mask_loss
         self.cost_class = cost_class
         self.cost_mask = cost_mask

@@ -1,12 +1,19 @@
-"""Helpers shared by the SeMask backbones: output declaration, input checks, attention switch."""
+"""What the SeMask backbones share: the Backbone base class, input checks, the attention switch."""
 
+import math
 from typing import Dict, Optional, Sequence
 
 import torch
-from detectron2.modeling import ShapeSpec
+from detectron2.config import CfgNode
+from detectron2.modeling import Backbone, ShapeSpec
+from timm.layers import trunc_normal_
 from torch import nn
 
+from .semantic_layer import SemanticLayer
+
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
+# Output ``prior_res{i}`` holds the semantic prior logits of stage ``res{i}``.
+PRIOR_PREFIX = "prior_"
 
 
 def check_backbone_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
@@ -33,7 +40,7 @@ def declare_outputs(
             shapes[name] = ShapeSpec(channels=channels[i], stride=4 * 2**i)
     if num_classes is not None:
         for i, name in enumerate(STAGE_NAMES):
-            shapes[f"prior_{name}"] = ShapeSpec(channels=num_classes, stride=4 * 2**i)
+            shapes[PRIOR_PREFIX + name] = ShapeSpec(channels=num_classes, stride=4 * 2**i)
     return shapes
 
 
@@ -42,3 +49,94 @@ def set_sdpa(model: nn.Module, enabled: bool) -> None:
     for module in model.modules():
         if hasattr(module, "use_sdpa"):
             module.use_sdpa = enabled
+
+
+class SeMaskBackbone(Backbone):
+    """Base of the SeMask backbones: their detectron2 interface and what they build alike.
+
+    ``forward(x [B, 3, H, W])`` returns ``res2..res5`` ([B, C_i, ceil(H/s_i), ceil(W/s_i)],
+    strides s_i = 4..32, restricted to ``out_features``) and, when ``num_sem_blocks > 0``,
+    ``prior_res2..prior_res5`` ([B, num_classes, ceil(H/s_i), ceil(W/s_i)] prior logits);
+    ``size_divisibility`` is 32. Each stage's semantic layer attends in windows in the two
+    high-resolution stages and globally in the others.
+
+    Args:
+        channels: C_i of the four stages; the other arguments are the subclasses' own.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_chans: int,
+        channels: Sequence[int],
+        out_features: Sequence[str],
+        sem_window_size: int,
+        num_sem_blocks: int,
+        use_sdpa: bool,
+    ) -> None:
+        super().__init__()
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.num_sem_blocks = num_sem_blocks
+        self.sem_window_size = sem_window_size
+        self.has_priors = num_sem_blocks > 0
+        self._out_features = list(out_features)
+        self._out_feature_shapes = declare_outputs(
+            out_features, channels, num_classes if self.has_priors else None
+        )
+        self._use_sdpa = use_sdpa
+
+    @staticmethod
+    def shared_config(
+        cfg: CfgNode, section: CfgNode, input_shape: Optional[ShapeSpec]
+    ) -> Dict[str, object]:
+        """Constructor arguments read alike from the backbone's ``section`` (MODEL.SWIN/MIT)."""
+        return {
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "in_chans": input_shape.channels if input_shape is not None else 3,
+            "mlp_ratio": section.MLP_RATIO,
+            "qkv_bias": section.QKV_BIAS,
+            "drop_rate": section.DROP_RATE,
+            "attn_drop_rate": section.ATTN_DROP_RATE,
+            "drop_path_rate": section.DROP_PATH_RATE,
+            "out_features": section.OUT_FEATURES,
+            "sem_window_size": section.SEM_WINDOW_SIZE,
+            "num_sem_blocks": section.NUM_SEM_BLOCKS,
+        }
+
+    def semantic_layer(self, stage: int, dim: int) -> Optional[SemanticLayer]:
+        """The semantic layer of ``stage`` (0..3) at width ``dim``; None without priors."""
+        if not self.has_priors:
+            return None
+        return SemanticLayer(
+            dim=dim,
+            num_classes=self.num_classes,
+            num_blocks=self.num_sem_blocks,
+            window_size=self.sem_window_size if stage < 2 else None,
+            use_sdpa=self._use_sdpa,
+        )
+
+    def init_weights(self, *, conv: bool = False) -> None:
+        """Truncated-normal (std 0.02) Linear weights, zero biases, unit LayerNorms; with ``conv``
+        also fan-out normal Conv2d weights (SegFormer's initialisation of MiT)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif conv and isinstance(module, nn.Conv2d):
+                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / (fan_out // module.groups)))
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        return dict(self._out_feature_shapes)
+
+    @property
+    def size_divisibility(self) -> int:
+        return 32

@@ -105,11 +105,19 @@ def convert_swin_timm(checkpoint: Mapping) -> StateDict:
     return _swin_common(moved)
 
 
+def _match(pattern: str, name: str, layout: str) -> re.Match:
+    """``re.match(pattern, name)``, or a KeyError naming the entry that fits no known name."""
+    match = re.match(pattern, name)
+    if match is None:
+        raise KeyError(f"MiT checkpoint entry {name!r} is not a {layout} MiT parameter name")
+    return match
+
+
 def _mit_from_mmseg(state: StateDict) -> StateDict:
     """mmseg >= 1.0 ``MixVisionTransformer`` names (``layers.{i}.{0,1,2}``) -> ours."""
     out = {}
     for name, value in state.items():
-        stage, part, rest = re.match(r"layers\.(\d+)\.(\d+)\.(.*)", name).groups()
+        stage, part, rest = _match(r"layers\.(\d+)\.([012])\.(.*)", name, "mmseg").groups()
         s = int(stage) + 1
         if part == "0":
             out[f"patch_embed{s}.{rest.replace('projection.', 'proj.')}"] = value
@@ -128,7 +136,9 @@ def _mit_from_mmseg(state: StateDict) -> StateDict:
             out[prefix + rest.replace("attn.attn.out_proj.", "attn.proj.")] = value
         elif rest.startswith("ffn.layers."):
             index, kind = rest[len("ffn.layers.") :].split(".")
-            target = {"0": "mlp.fc1", "1": "mlp.dwconv.dwconv", "4": "mlp.fc2"}[index]
+            target = {"0": "mlp.fc1", "1": "mlp.dwconv.dwconv", "4": "mlp.fc2"}.get(index)
+            if target is None:
+                raise KeyError(f"MiT checkpoint entry {name!r} is not a mmseg MiT parameter name")
             out[prefix + f"{target}.{kind}"] = (
                 value.flatten(1) if index != "1" and kind == "weight" else value
             )
@@ -165,14 +175,17 @@ def _mit_from_hf(state: StateDict) -> StateDict:
                 out[template.format(int(match[1]) + 1) + name[match.end() :]] = value
                 break
         else:
-            stage, block, rest = re.match(r"encoder\.block\.(\d+)\.(\d+)\.(.*)", name).groups()
+            pattern = r"encoder\.block\.(\d+)\.(\d+)\.(.*)"
+            stage, block, rest = _match(pattern, name, "HuggingFace").groups()
             prefix = f"block{int(stage) + 1}.{block}."
             if rest.startswith("attention.self.key."):
                 keys[prefix + "attn.kv." + rest.rsplit(".", 1)[1]] = value
             elif rest.startswith("attention.self.value."):
                 values[prefix + "attn.kv." + rest.rsplit(".", 1)[1]] = value
             else:
-                old = next(o for o in _HF_BLOCK_RENAMES if rest.startswith(o))
+                old = next((o for o in _HF_BLOCK_RENAMES if rest.startswith(o)), None)
+                if old is None:
+                    raise KeyError(f"MiT checkpoint entry {name!r} is not a HuggingFace MiT name")
                 out[prefix + _HF_BLOCK_RENAMES[old] + rest[len(old) :]] = value
     if keys.keys() != values.keys():
         raise KeyError(f"HF checkpoint has unpaired key/value projections: {sorted(keys ^ values)}")

@@ -5,19 +5,17 @@ Parameter names follow the SegFormer ImageNet checkpoints (``patch_embed{i}``, `
 its ``norm{i}`` (SEMASK.md section 7).
 """
 
-import math
 from functools import partial
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
-from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
-from timm.layers import DropPath, trunc_normal_
+from detectron2.modeling import BACKBONE_REGISTRY, ShapeSpec
+from timm.layers import DropPath
 from torch import nn
 
-from .common import STAGE_NAMES, check_backbone_input, declare_outputs
-from .semantic_layer import SemanticLayer
+from .common import PRIOR_PREFIX, STAGE_NAMES, SeMaskBackbone, check_backbone_input
 
 # Published sizes (all with NUM_HEADS [1, 2, 5, 8] and SR_RATIOS [8, 4, 2, 1]).
 MIT_SIZES = {
@@ -125,6 +123,7 @@ class MixFFN(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """[B, H*W, C] -> [B, H*W, C]."""
         x = self.drop(self.act(self.dwconv(self.fc1(x), h, w)))
         return self.drop(self.fc2(x))
 
@@ -161,17 +160,15 @@ class MiTBlock(nn.Module):
         self.mlp = MixFFN(dim=dim, hidden=int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """[B, H*W, C] -> [B, H*W, C]."""
         x = x + self.drop_path(self.attn(self.norm1(x), h, w))
         return x + self.drop_path(self.mlp(self.norm2(x), h, w))
 
 
 @BACKBONE_REGISTRY.register()
-class D2SeMaskMiT(Backbone):
-    """SeMask Mix Transformer with detectron2's Backbone interface.
-
-    ``forward(x [B, 3, H, W])`` returns ``res2..res5`` ([B, C_i, ceil(H/s_i), ceil(W/s_i)], after
-    ``norm{i}``) and, when ``num_sem_blocks > 0``, ``prior_res2..prior_res5`` ([B, K, ...]).
-    """
+class D2SeMaskMiT(SeMaskBackbone):
+    """SeMask Mix Transformer: stage ``i`` is ``patch_embed{i}``, ``block{i}``, the semantic layer
+    ``semantic_layer{i}`` and ``norm{i}``; outputs as :class:`SeMaskBackbone` declares them."""
 
     @configurable
     def __init__(
@@ -193,7 +190,6 @@ class D2SeMaskMiT(Backbone):
         num_sem_blocks: int = 1,
         use_sdpa: bool = True,
     ) -> None:
-        super().__init__()
         for name, values in (
             ("EMBED_DIMS", embed_dims),
             ("DEPTHS", depths),
@@ -202,13 +198,16 @@ class D2SeMaskMiT(Backbone):
         ):
             if len(values) != 4:
                 raise ValueError(f"MODEL.MIT.{name} needs 4 stages, got {list(values)}")
-        self.in_chans = in_chans
-        self.embed_dims = list(embed_dims)
-        self._out_features = list(out_features)
-        self.has_priors = num_sem_blocks > 0
-        self._out_feature_shapes = declare_outputs(
-            out_features, self.embed_dims, num_classes if self.has_priors else None
+        super().__init__(
+            num_classes=num_classes,
+            in_chans=in_chans,
+            channels=embed_dims,
+            out_features=out_features,
+            sem_window_size=sem_window_size,
+            num_sem_blocks=num_sem_blocks,
+            use_sdpa=use_sdpa,
         )
+        self.embed_dims = list(embed_dims)
         rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         previous = in_chans
         for i, dim in enumerate(self.embed_dims):
@@ -241,61 +240,21 @@ class D2SeMaskMiT(Backbone):
                 ),
             )
             if self.has_priors:
-                self.add_module(
-                    f"semantic_layer{stage}",
-                    SemanticLayer(
-                        dim=dim,
-                        num_classes=num_classes,
-                        num_blocks=num_sem_blocks,
-                        window_size=sem_window_size if i < 2 else None,
-                        use_sdpa=use_sdpa,
-                    ),
-                )
+                self.add_module(f"semantic_layer{stage}", self.semantic_layer(i, dim))
             self.add_module(f"norm{stage}", BlockNorm(dim))
             previous = dim
-        self._init_weights()
+        self.init_weights(conv=True)
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: Optional[ShapeSpec] = None) -> dict:
         m = cfg.MODEL.MIT
         return {
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-            "in_chans": input_shape.channels if input_shape is not None else 3,
+            **cls.shared_config(cfg, m, input_shape),
             "embed_dims": m.EMBED_DIMS,
             "depths": m.DEPTHS,
             "num_heads": m.NUM_HEADS,
             "sr_ratios": m.SR_RATIOS,
-            "mlp_ratio": m.MLP_RATIO,
-            "qkv_bias": m.QKV_BIAS,
-            "drop_rate": m.DROP_RATE,
-            "attn_drop_rate": m.ATTN_DROP_RATE,
-            "drop_path_rate": m.DROP_PATH_RATE,
-            "out_features": m.OUT_FEATURES,
-            "sem_window_size": m.SEM_WINDOW_SIZE,
-            "num_sem_blocks": m.NUM_SEM_BLOCKS,
         }
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Conv2d):
-                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / (fan_out // module.groups)))
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-
-    def output_shape(self) -> Dict[str, ShapeSpec]:
-        return dict(self._out_feature_shapes)
-
-    @property
-    def size_divisibility(self) -> int:
-        return 32
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """[B, 3, H, W] -> {"res2".."res5": [B, C_i, H_i, W_i], "prior_res2".."prior_res5"}."""
@@ -307,7 +266,7 @@ class D2SeMaskMiT(Backbone):
             for block in getattr(self, f"block{stage}"):
                 tokens = block(tokens, h, w)
             if self.has_priors:
-                tokens, outputs[f"prior_{name}"] = getattr(self, f"semantic_layer{stage}")(
+                tokens, outputs[PRIOR_PREFIX + name] = getattr(self, f"semantic_layer{stage}")(
                     tokens, h, w
                 )
             tokens = getattr(self, f"norm{stage}")(tokens)

@@ -5,12 +5,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
-from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, ShapeSpec
 from timm.layers import trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .common import STAGE_NAMES, check_backbone_input, declare_outputs
+from .common import PRIOR_PREFIX, STAGE_NAMES, SeMaskBackbone, check_backbone_input
 from .semantic_layer import SemanticLayer
 from .swin_blocks import PatchEmbed, PatchMerging, SwinTransformerBlock, shifted_window_mask
 
@@ -72,12 +72,10 @@ class SwinStage(nn.Module):
 
 
 @BACKBONE_REGISTRY.register()
-class D2SeMaskSwinTransformer(Backbone):
-    """SeMask Swin Transformer with detectron2's Backbone interface.
-
-    ``forward(x [B, 3, H, W])`` returns ``res2..res5`` ([B, C_i, ceil(H/s_i), ceil(W/s_i)], after
-    ``norm{i}``) and, when ``num_sem_blocks > 0``, ``prior_res2..prior_res5`` ([B, K, ...]).
-    """
+class D2SeMaskSwinTransformer(SeMaskBackbone):
+    """SeMask Swin Transformer: ``patch_embed``, then stages ``layers[i]`` (Swin blocks, semantic
+    layer, PatchMerging) whose outputs are normalised by ``norm{i}``; outputs as
+    :class:`SeMaskBackbone` declares them."""
 
     @configurable
     def __init__(
@@ -106,18 +104,24 @@ class D2SeMaskSwinTransformer(Backbone):
         num_sem_blocks: int = 1,
         use_sdpa: bool = True,
     ) -> None:
-        super().__init__()
         if len(depths) != 4 or len(num_heads) != 4:
-            raise ValueError(f"DEPTHS and NUM_HEADS need 4 stages, got {depths}, {num_heads}")
-        self.in_chans = in_chans
+            raise ValueError(
+                f"MODEL.SWIN.DEPTHS and NUM_HEADS need 4 stages, got {list(depths)}, "
+                f"{list(num_heads)}"
+            )
+        num_features = [embed_dim * 2**i for i in range(4)]
+        super().__init__(
+            num_classes=num_classes,
+            in_chans=in_chans,
+            channels=num_features,
+            out_features=out_features,
+            sem_window_size=sem_window_size,
+            num_sem_blocks=num_sem_blocks,
+            use_sdpa=use_sdpa,
+        )
         self.patch_size = patch_size
         self.frozen_stages = frozen_stages
-        self.has_priors = num_sem_blocks > 0
-        self.num_features = [embed_dim * 2**i for i in range(4)]
-        self._out_features = list(out_features)
-        self._out_feature_shapes = declare_outputs(
-            out_features, self.num_features, num_classes if self.has_priors else None
-        )
+        self.num_features = num_features
         self.patch_embed = PatchEmbed(
             patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, patch_norm=patch_norm
         )
@@ -149,65 +153,36 @@ class D2SeMaskSwinTransformer(Backbone):
                 )
                 for j in range(depth)
             ]
-            semantic_layer = None
-            if self.has_priors:
-                semantic_layer = SemanticLayer(
-                    dim=dim,
-                    num_classes=num_classes,
-                    num_blocks=num_sem_blocks,
-                    window_size=sem_window_size if i < 2 else None,
-                    use_sdpa=use_sdpa,
-                )
-            downsample = PatchMerging(dim=dim) if i < 3 else None
             self.layers.append(
                 SwinStage(
                     blocks=blocks,
-                    semantic_layer=semantic_layer,
-                    downsample=downsample,
+                    semantic_layer=self.semantic_layer(i, dim),
+                    downsample=PatchMerging(dim=dim) if i < 3 else None,
                     use_checkpoint=use_checkpoint,
                 )
             )
         for i, dim in enumerate(self.num_features):
             self.add_module(f"norm{i}", nn.LayerNorm(dim))
-        self._init_weights()
+        self.init_weights()
         self._freeze_stages()
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: Optional[ShapeSpec] = None) -> dict:
         s = cfg.MODEL.SWIN
         return {
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            **cls.shared_config(cfg, s, input_shape),
             "pretrain_img_size": s.PRETRAIN_IMG_SIZE,
             "patch_size": s.PATCH_SIZE,
-            "in_chans": input_shape.channels if input_shape is not None else 3,
             "embed_dim": s.EMBED_DIM,
             "depths": s.DEPTHS,
             "num_heads": s.NUM_HEADS,
             "window_size": s.WINDOW_SIZE,
-            "mlp_ratio": s.MLP_RATIO,
-            "qkv_bias": s.QKV_BIAS,
             "qk_scale": s.QK_SCALE,
-            "drop_rate": s.DROP_RATE,
-            "attn_drop_rate": s.ATTN_DROP_RATE,
-            "drop_path_rate": s.DROP_PATH_RATE,
             "ape": s.APE,
             "patch_norm": s.PATCH_NORM,
-            "out_features": s.OUT_FEATURES,
             "use_checkpoint": s.USE_CHECKPOINT,
             "frozen_stages": s.FROZEN_STAGES,
-            "sem_window_size": s.SEM_WINDOW_SIZE,
-            "num_sem_blocks": s.NUM_SEM_BLOCKS,
         }
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
 
     def _freeze_stages(self) -> None:
         frozen: List[nn.Module] = []
@@ -227,13 +202,6 @@ class D2SeMaskSwinTransformer(Backbone):
         self._freeze_stages()
         return self
 
-    def output_shape(self) -> Dict[str, ShapeSpec]:
-        return dict(self._out_feature_shapes)
-
-    @property
-    def size_divisibility(self) -> int:
-        return 32
-
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """[B, 3, H, W] -> {"res2".."res5": [B, C_i, H_i, W_i], "prior_res2".."prior_res5"}."""
         check_backbone_input(x, self.in_chans, self.patch_size)
@@ -250,7 +218,7 @@ class D2SeMaskSwinTransformer(Backbone):
                 feature = getattr(self, f"norm{i}")(x_out)
                 outputs[name] = feature.view(-1, h, w, self.num_features[i]).permute(0, 3, 1, 2)
             if prior is not None:
-                outputs[f"prior_{name}"] = prior
+                outputs[PRIOR_PREFIX + name] = prior
             h, w = (h + 1) // 2, (w + 1) // 2
         return {k: v.contiguous() for k, v in outputs.items()}
 

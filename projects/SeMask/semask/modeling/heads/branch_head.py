@@ -2,17 +2,25 @@
 
 from typing import Dict, List, Optional
 
-from detectron2.config import configurable
+from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
 from ..pixel_decoder import build_pixel_decoder
 from ..transformer_decoder import build_transformer_decoder
-from .semantic_decoder import aggregate_priors
+from .semantic_decoder import aggregate_priors, prior_feature_names
 
-PRIOR_PREFIX = "prior_"
 TRANSFORMER_INPUTS = ("multi_scale_pixel_decoder", "transformer_encoder", "pixel_embedding")
+
+
+def _check_transformer_in_feature(name: str, input_shape: Dict[str, ShapeSpec]) -> None:
+    """Raise a ValueError unless the predictor's input ``name`` is a known source."""
+    if name not in TRANSFORMER_INPUTS and name not in input_shape:
+        raise ValueError(
+            f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE={name!r} is neither one of "
+            f"{TRANSFORMER_INPUTS} nor a backbone output {sorted(input_shape)}"
+        )
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -43,38 +51,24 @@ class BranchMaskFormerHead(nn.Module):
         num_classes: int,
     ) -> None:
         super().__init__()
-        if transformer_in_feature not in TRANSFORMER_INPUTS and transformer_in_feature not in (
-            input_shape
-        ):
-            raise ValueError(
-                f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE={transformer_in_feature!r} is neither "
-                f"one of {TRANSFORMER_INPUTS} nor a backbone output {sorted(input_shape)}"
-            )
-        priors = sorted(
-            (k for k in input_shape if k.startswith(PRIOR_PREFIX)),
-            key=lambda k: input_shape[k].stride,
-        )
-        self.prior_features: List[str] = priors
+        _check_transformer_in_feature(transformer_in_feature, input_shape)
+        self.prior_features: List[str] = prior_feature_names(input_shape)
         self.pixel_decoder = pixel_decoder
         self.predictor = transformer_predictor
         self.transformer_in_feature = transformer_in_feature
         self.num_classes = num_classes
 
     @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
+    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
         head = cfg.MODEL.SEM_SEG_HEAD
         in_feature = cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE
+        _check_transformer_in_feature(in_feature, input_shape)
         if in_feature in ("transformer_encoder", "multi_scale_pixel_decoder"):
             predictor_channels = head.CONVS_DIM
         elif in_feature == "pixel_embedding":
             predictor_channels = head.MASK_DIM
-        elif in_feature in input_shape:
-            predictor_channels = input_shape[in_feature].channels
         else:
-            raise ValueError(
-                f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE={in_feature!r} is neither one of "
-                f"{TRANSFORMER_INPUTS} nor a backbone output {sorted(input_shape)}"
-            )
+            predictor_channels = input_shape[in_feature].channels
         missing = [name for name in head.IN_FEATURES if name not in input_shape]
         if missing:
             raise ValueError(

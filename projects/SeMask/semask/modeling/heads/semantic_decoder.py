@@ -1,9 +1,18 @@
 """SeMask's parameter-free semantic decoder: the per-stage prior maps summed at stride 4."""
 
-from typing import Sequence
+from typing import List, Mapping, Sequence
 
 import torch.nn.functional as F
+from detectron2.layers import ShapeSpec
 from torch import Tensor
+
+from ..backbone.common import PRIOR_PREFIX
+
+
+def prior_feature_names(input_shape: Mapping[str, ShapeSpec]) -> List[str]:
+    """The backbone outputs that are prior maps (``prior_res*``), finest first."""
+    priors = [name for name in input_shape if name.startswith(PRIOR_PREFIX)]
+    return sorted(priors, key=lambda name: input_shape[name].stride)
 
 
 def _resize(x: Tensor, size: Sequence[int]) -> Tensor:

@@ -4,14 +4,14 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from detectron2.config import configurable
+from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
 from torch import nn
 
 from ..criterion import ignore_aware_cross_entropy
-from .semantic_decoder import aggregate_priors
+from .semantic_decoder import aggregate_priors, prior_feature_names
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -21,7 +21,7 @@ class SeMaskFPNHead(SemSegFPNHead):
     Per stage: 3x3 conv + norm + ReLU blocks with x2 upsampling down to ``common_stride`` (one
     block at stride 4); the stages are summed, dropped out, and classified by a 1x1 conv. The
     backbone's ``prior_res{i}`` maps are summed by :func:`aggregate_priors` and trained with
-    ``loss_cate`` (weight ``prior_loss_weight``).
+    ``loss_cate`` (weight ``cate_weight``, ``MODEL.MASK_FORMER.CATE_WEIGHT`` as for Mask2Former).
     """
 
     @configurable
@@ -31,32 +31,31 @@ class SeMaskFPNHead(SemSegFPNHead):
         *,
         prior_features: Sequence[str],
         dropout: float = 0.1,
-        prior_loss_weight: float = 0.4,
+        cate_weight: float = 0.4,
         **kwargs,
-    ):
+    ) -> None:
         """
         Args:
             input_shape: the stage features the FPN reads (no priors).
             prior_features: prior map names, finest first (empty: no prior loss).
             dropout: dropout probability before the classifier.
-            prior_loss_weight: weight of ``loss_cate``.
+            cate_weight: weight of ``loss_cate``.
             kwargs: as :class:`SemSegFPNHead` (num_classes, conv_dims, common_stride, norm, ...).
         """
         super().__init__(input_shape, **kwargs)
         self.prior_features = list(prior_features)
         self.dropout = nn.Dropout2d(dropout)
-        self.prior_loss_weight = prior_loss_weight
+        self.cate_weight = cate_weight
 
     @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> Dict:
+    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> Dict:
         ret = super().from_config(cfg, input_shape)
         missing = sorted(set(cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES) - set(input_shape))
         if missing:
             raise ValueError(f"MODEL.SEM_SEG_HEAD.IN_FEATURES: backbone has no {missing}")
-        priors = [k for k in input_shape if k.startswith("prior_")]
-        ret["prior_features"] = sorted(priors, key=lambda k: input_shape[k].stride)
+        ret["prior_features"] = prior_feature_names(input_shape)
         ret["dropout"] = cfg.MODEL.SEM_SEG_HEAD.DROPOUT
-        ret["prior_loss_weight"] = cfg.MODEL.SEM_SEG_HEAD.PRIOR_LOSS_WEIGHT
+        ret["cate_weight"] = cfg.MODEL.MASK_FORMER.CATE_WEIGHT
         return ret
 
     def layers(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -103,7 +102,7 @@ class SeMaskFPNHead(SemSegFPNHead):
         losses = self.losses(x, targets)
         if self.prior_features:
             prior = self.prior_map(features)
-            losses["loss_cate"] = self.prior_loss_weight * ignore_aware_cross_entropy(
+            losses["loss_cate"] = self.cate_weight * ignore_aware_cross_entropy(
                 prior, targets, self.ignore_value
             )
         return None, losses

@@ -13,6 +13,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList, Instances
 
+from ..backbone.common import PRIOR_PREFIX
+
 
 def normalize_and_pad(
     batched_inputs: Sequence[Dict],
@@ -82,9 +84,9 @@ def prior_outputs(
     h, w = image_size
     stages = {}
     for name, prior in features.items():
-        if name.startswith("prior_"):
+        if name.startswith(PRIOR_PREFIX):
             stride = shapes[name].stride
-            stages[name[len("prior_") :]] = prior[
+            stages[name[len(PRIOR_PREFIX) :]] = prior[
                 index, :, : math.ceil(h / stride), : math.ceil(w / stride)
             ]
     return {

@@ -1,8 +1,9 @@
 """``SeMaskFPN``: SeMask backbone + the Semantic-FPN head with the semantic-prior loss."""
 
-from typing import Dict, List
+from typing import Dict, List, Union
 
-from detectron2.config import configurable
+import torch
+from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 
@@ -19,18 +20,22 @@ class SeMaskFPN(SemanticSegmentor):
     """
 
     @configurable
-    def __init__(self, *, return_prior: bool = False, **kwargs):
+    def __init__(self, *, return_prior: bool = False, **kwargs) -> None:
         """``return_prior``: also return the prior maps; ``kwargs`` as ``SemanticSegmentor``."""
         super().__init__(**kwargs)
         self.return_prior = return_prior
 
     @classmethod
-    def from_config(cls, cfg) -> Dict:
+    def from_config(cls, cfg: CfgNode) -> Dict:
         ret = super().from_config(cfg)
         ret["return_prior"] = cfg.MODEL.MASK_FORMER.TEST.RETURN_PRIOR
         return ret
 
-    def forward(self, batched_inputs: List[Dict]):
+    def forward(
+        self, batched_inputs: List[Dict]
+    ) -> Union[Dict[str, torch.Tensor], List[Dict[str, object]]]:
+        """Training: ``loss_sem_seg`` (and ``loss_cate``). Inference: per image ``sem_seg``
+        [K, height, width] (and ``sem_prior``, ``stage_priors`` with ``return_prior``)."""
         images = normalize_and_pad(
             batched_inputs, self.pixel_mean, self.pixel_std, self.backbone.size_divisibility
         )

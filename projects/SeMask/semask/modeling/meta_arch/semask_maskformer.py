@@ -1,13 +1,14 @@
 """``SeMaskMaskFormer``: SeMask backbone + mask-classification head (MaskFormer / Mask2Former)."""
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from detectron2.config import configurable
+from detectron2.config import CfgNode, configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_sem_seg_head
 from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import ImageList
 from torch import nn
 
 from ...data.targets import sem_seg_to_masks
@@ -24,7 +25,7 @@ from .inference import (
 )
 
 
-def build_criterion(cfg) -> SetCriterion:
+def build_criterion(cfg: CfgNode) -> SetCriterion:
     """The Mask2Former set criterion with SeMask's ``loss_cate`` (skipped when CATE_WEIGHT is 0)."""
     mf = cfg.MODEL.MASK_FORMER
     matcher = HungarianMatcher(
@@ -84,7 +85,7 @@ class SeMaskMaskFormer(nn.Module):
         thing_ids: Tuple[int, ...] = (),
         test_topk_per_image: int = 100,
         sem_seg_postprocess_before_inference: bool = False,
-    ):
+    ) -> None:
         super().__init__()
         if not (semantic_on or panoptic_on or instance_on):
             raise ValueError("SeMaskMaskFormer: enable at least one of semantic/panoptic/instance")
@@ -106,7 +107,7 @@ class SeMaskMaskFormer(nn.Module):
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
 
     @classmethod
-    def from_config(cls, cfg) -> Dict:
+    def from_config(cls, cfg: CfgNode) -> Dict:
         backbone = build_backbone(cfg)
         test = cfg.MODEL.MASK_FORMER.TEST
         metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else None
@@ -136,7 +137,9 @@ class SeMaskMaskFormer(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    def forward(self, batched_inputs: List[Dict]):
+    def forward(
+        self, batched_inputs: List[Dict]
+    ) -> Union[Dict[str, torch.Tensor], List[Dict[str, object]]]:
         """Training: dict of weighted losses. Inference: per image a dict with ``sem_seg``
         [K, height, width] (and ``panoptic_seg``, ``instances``, ``sem_prior``, ``stage_priors``
         when enabled)."""
@@ -149,7 +152,9 @@ class SeMaskMaskFormer(nn.Module):
             return self.criterion(outputs, self.prepare_targets(batched_inputs, images))
         return self.inference(batched_inputs, images, features, outputs)
 
-    def prepare_targets(self, batched_inputs: List[Dict], images) -> List[Dict[str, torch.Tensor]]:
+    def prepare_targets(
+        self, batched_inputs: List[Dict], images: ImageList
+    ) -> List[Dict[str, torch.Tensor]]:
         """Per image ``labels`` [N], ``masks`` [N, Hp, Wp] and ``sem_seg`` [Hp, Wp], padded."""
         targets = []
         for sem_seg in pad_sem_seg(batched_inputs, images, self.ignore_value):
@@ -157,7 +162,15 @@ class SeMaskMaskFormer(nn.Module):
             targets.append({"labels": labels, "masks": masks, "sem_seg": sem_seg})
         return targets
 
-    def inference(self, batched_inputs, images, features, outputs) -> List[Dict]:
+    def inference(
+        self,
+        batched_inputs: List[Dict],
+        images: ImageList,
+        features: Mapping[str, torch.Tensor],
+        outputs: Mapping[str, torch.Tensor],
+    ) -> List[Dict[str, object]]:
+        """Per image: ``sem_seg`` [K, height, width] scores and the enabled extra outputs, from the
+        head's ``pred_logits`` [B, Q, K + 1] and ``pred_masks`` [B, Q, h, w]."""
         mask_preds = F.interpolate(
             outputs["pred_masks"],
             size=images.tensor.shape[-2:],
@@ -195,7 +208,15 @@ class SeMaskMaskFormer(nn.Module):
             results.append(result)
         return results
 
-    def _prior_outputs(self, i, images, features, outputs, height, width) -> Dict:
+    def _prior_outputs(
+        self,
+        i: int,
+        images: ImageList,
+        features: Mapping[str, torch.Tensor],
+        outputs: Mapping[str, torch.Tensor],
+        height: int,
+        width: int,
+    ) -> Dict[str, object]:
         if "sem_pred" not in outputs:
             raise KeyError("TEST.RETURN_PRIOR needs the head to return 'sem_pred'")
         return prior_outputs(

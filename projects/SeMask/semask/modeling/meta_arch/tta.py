@@ -3,6 +3,7 @@
 from typing import Dict, List, Optional
 
 import torch
+from detectron2.config import CfgNode
 from detectron2.modeling import DatasetMapperTTA
 from fvcore.transforms.transform import HFlipTransform
 from torch import nn
@@ -17,7 +18,9 @@ class SemanticSegmentorWithTTA(nn.Module):
     flipped back, and the scores are averaged.
     """
 
-    def __init__(self, cfg, model: nn.Module, tta_mapper: Optional[DatasetMapperTTA] = None):
+    def __init__(
+        self, cfg: CfgNode, model: nn.Module, tta_mapper: Optional[DatasetMapperTTA] = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.tta_mapper = tta_mapper if tta_mapper is not None else DatasetMapperTTA(cfg)

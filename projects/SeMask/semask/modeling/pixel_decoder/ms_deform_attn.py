@@ -73,7 +73,9 @@ class MSDeformAttn(nn.Module):
         n_points: sampling points per head and level.
     """
 
-    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
+    def __init__(
+        self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4
+    ) -> None:
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(

@@ -3,27 +3,23 @@
 import math
 from typing import Dict, List, Sequence, Tuple
 
-import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
-from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.config import CfgNode, configurable
+from detectron2.layers import ShapeSpec
 from torch import Tensor, nn
 
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
+from .lateral import LateralFPN, conv_norm
 from .msdeform_encoder import MSDeformAttnTransformerEncoderOnly
 from .registry import NUM_DECODER_LEVELS, PIXEL_DECODER_REGISTRY, check_feature_sizes
 
 
 @PIXEL_DECODER_REGISTRY.register()
-class MSDeformAttnPixelDecoder(nn.Module):
-    """Deformable-attention encoder over the coarse levels, then lateral FPN steps down to
-    ``common_stride``.
-
-    Each FPN step fuses a lateral ``adapter_k`` (1x1 conv + norm) of a fine backbone map with
-    the upsampled coarser output (:meth:`fuse`, overridable) and refines it with ``layer_k``
-    (3x3 conv + norm + ReLU). Subclasses change only the fusion (MSFaPN then aligns the sum to
-    the lateral map).
+class MSDeformAttnPixelDecoder(LateralFPN):
+    """Deformable-attention encoder over the coarse levels, then lateral FPN steps
+    (:class:`LateralFPN`, bilinear upsampling) down to ``common_stride``; ``mask_features`` is a
+    1x1 conv on the finest output.
     """
 
     @configurable
@@ -74,8 +70,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         )
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
         self.mask_dim = mask_dim
-        self.mask_features = Conv2d(conv_dim, mask_dim, kernel_size=1)
-        weight_init.c2_xavier_fill(self.mask_features)
+        self.mask_features = conv_norm(conv_dim, mask_dim, 1)
 
         finest_encoded = min(spec.stride for _, spec in encoder_inputs)
         self.num_fpn_levels = int(round(math.log2(finest_encoded) - math.log2(common_stride)))
@@ -85,34 +80,14 @@ class MSDeformAttnPixelDecoder(nn.Module):
                 f"COMMON_STRIDE {common_stride} needs {self.num_fpn_levels} inputs finer than "
                 f"stride {finest_encoded}, got {[name for name, _ in fpn_inputs]}"
             )
-        use_bias = norm == ""
         for index, (_, spec) in enumerate(fpn_inputs, start=1):
-            adapter = Conv2d(
-                spec.channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim)
-            )
-            layer = Conv2d(
-                conv_dim,
-                conv_dim,
-                kernel_size=3,
-                padding=1,
-                bias=use_bias,
-                norm=get_norm(norm, conv_dim),
-                activation=F.relu,
-            )
-            weight_init.c2_xavier_fill(adapter)
-            weight_init.c2_xavier_fill(layer)
-            self.add_module(f"adapter_{index}", adapter)
-            self.add_module(f"layer_{index}", layer)
-            self.build_fusion(index, conv_dim)
+            self.add_lateral_step(index, spec.channels, conv_dim, norm)
 
     @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
+    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
         head = cfg.MODEL.SEM_SEG_HEAD
         return {
-            "input_shape": {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
-            "conv_dim": head.CONVS_DIM,
-            "mask_dim": head.MASK_DIM,
-            "norm": head.NORM,
+            **super().from_config(cfg, input_shape),
             "transformer_dropout": cfg.MODEL.MASK_FORMER.DROPOUT,
             # the official decoder takes its heads from the transformer decoder's setting
             "transformer_nheads": cfg.MODEL.MASK_FORMER.NHEADS,
@@ -124,11 +99,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             "common_stride": head.COMMON_STRIDE,
         }
 
-    def build_fusion(self, index: int, conv_dim: int) -> None:
-        """Create the modules that :meth:`fuse` of FPN step ``index`` needs (none here)."""
-
     def fuse(self, index: int, lateral: Tensor, coarse: Tensor) -> Tensor:
-        """Combine the lateral map [B, C, h, w] of FPN step ``index`` with the coarser output."""
+        """Sum the lateral map [B, C, h, w] of step ``index`` and the bilinearly upsampled
+        coarser output."""
         return lateral + F.interpolate(
             coarse, size=lateral.shape[-2:], mode="bilinear", align_corners=False
         )
@@ -151,11 +124,5 @@ class MSDeformAttnPixelDecoder(nn.Module):
         outputs, _ = self.transformer(srcs, pos)
         for index in range(self.num_fpn_levels, 0, -1):
             x = features[self.in_features[index - 1]].float()
-            lateral = getattr(self, f"adapter_{index}")(x)
-            fused = self.fuse(index, lateral, outputs[-1])
-            outputs.append(getattr(self, f"layer_{index}")(fused))
+            outputs.append(self.lateral_step(index, x, outputs[-1]))
         return self.mask_features(outputs[-1]), outputs[0], outputs[:NUM_DECODER_LEVELS]
-
-    def forward(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, List[Tensor]]:
-        """Same as :meth:`forward_features`."""
-        return self.forward_features(features)

@@ -116,6 +116,7 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Xavier matrices, MSDeformAttn's own initialisation, normal level embeddings."""
         for param in self.parameters():
             if param.dim() > 1:
                 nn.init.xavier_uniform_(param)

@@ -9,24 +9,42 @@ from torch import Tensor, nn
 from .layers import attention_block, ffn_block, xavier_init_matrices
 
 
-class TransformerEncoderLayer(nn.Module):
-    """Self-attention + FFN over [S, B, C] tokens (post-norm, or pre-norm)."""
+class _DETRLayer(nn.Module):
+    """The sub-layers DETR's encoder and decoder layers share, under the official flat names:
+    ``self_attn``, the FFN (``linear1``, ``dropout``, ``linear2``) and a ``norm{i}`` and
+    ``dropout{i}`` for each of the ``num_residuals`` residual branches."""
 
     def __init__(
-        self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, normalize_before: bool
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int,
+        dropout: float,
+        normalize_before: bool,
+        num_residuals: int,
     ) -> None:
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        for i in range(1, num_residuals + 1):
+            self.add_module(f"norm{i}", nn.LayerNorm(d_model))
+        for i in range(1, num_residuals + 1):
+            self.add_module(f"dropout{i}", nn.Dropout(dropout))
         self.normalize_before = normalize_before
 
+
+class TransformerEncoderLayer(_DETRLayer):
+    """Self-attention + FFN over [S, B, C] tokens (post-norm, or pre-norm)."""
+
+    def __init__(
+        self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, normalize_before: bool
+    ) -> None:
+        super().__init__(d_model, nhead, dim_feedforward, dropout, normalize_before, 2)
+
     def forward(self, src: Tensor, key_padding_mask: Optional[Tensor], pos: Tensor) -> Tensor:
+        """``src``, ``pos`` [S, B, C]; ``key_padding_mask`` [B, S] or None. Returns [S, B, C]."""
         src = attention_block(
             self.self_attn,
             self.norm1,
@@ -47,25 +65,14 @@ class TransformerEncoderLayer(nn.Module):
         )
 
 
-class TransformerDecoderLayer(nn.Module):
-    """Self-attention on the queries, cross-attention to the memory, FFN."""
+class TransformerDecoderLayer(_DETRLayer):
+    """Self-attention on the queries, cross-attention (``multihead_attn``) to the memory, FFN."""
 
     def __init__(
         self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, normalize_before: bool
     ) -> None:
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        super().__init__(d_model, nhead, dim_feedforward, dropout, normalize_before, 3)
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.norm3 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
-        self.normalize_before = normalize_before
 
     def forward(
         self,
@@ -75,6 +82,8 @@ class TransformerDecoderLayer(nn.Module):
         pos: Tensor,
         query_pos: Tensor,
     ) -> Tensor:
+        """``tgt``, ``query_pos`` [Q, B, C]; ``memory``, ``pos`` [S, B, C];
+        ``memory_key_padding_mask`` [B, S] or None. Returns [Q, B, C]."""
         tgt = attention_block(
             self.self_attn,
             self.norm1,

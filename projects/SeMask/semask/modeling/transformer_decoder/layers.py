@@ -1,9 +1,12 @@
 """Building blocks shared by the transformer decoders: attention and feed-forward sub-layers with
-residual + LayerNorm (post-norm or pre-norm), and a small MLP."""
+residual + LayerNorm (post-norm or pre-norm), a small MLP, the input projection and the
+deep-supervision outputs."""
 
-from typing import Optional
+from typing import Dict, List, Optional, Sequence
 
+import fvcore.nn.weight_init as weight_init
 import torch.nn.functional as F
+from detectron2.layers import Conv2d
 from torch import Tensor, nn
 
 
@@ -12,6 +15,7 @@ def _with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
 
 
 def xavier_init_matrices(module: nn.Module) -> None:
+    """Xavier-uniform initialisation of every parameter of ``module`` with 2 or more dims."""
     for param in module.parameters():
         if param.dim() > 1:
             nn.init.xavier_uniform_(param)
@@ -164,3 +168,23 @@ class MLP(nn.Module):
             if index < len(self.layers) - 1:
                 x = F.relu(x)
         return x
+
+
+def input_projection(in_channels: int, hidden_dim: int, enforce: bool) -> nn.Module:
+    """A c2-Xavier 1x1 conv from ``in_channels`` to ``hidden_dim``; an identity (an empty
+    ``nn.Sequential``, as in the official checkpoints) when they match and ``enforce`` is off."""
+    if in_channels == hidden_dim and not enforce:
+        return nn.Sequential()
+    proj = Conv2d(in_channels, hidden_dim, kernel_size=1)
+    weight_init.c2_xavier_fill(proj)
+    return proj
+
+
+def set_aux_outputs(
+    logits: Optional[Sequence[Tensor]], masks: Sequence[Tensor]
+) -> List[Dict[str, Tensor]]:
+    """Every prediction but the last as ``{"pred_logits", "pred_masks"}`` (logits omitted when
+    ``logits`` is None), in order."""
+    if logits is None:
+        return [{"pred_masks": m} for m in masks[:-1]]
+    return [{"pred_logits": c, "pred_masks": m} for c, m in zip(logits[:-1], masks[:-1])]

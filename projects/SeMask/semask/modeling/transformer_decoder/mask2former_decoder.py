@@ -1,27 +1,15 @@
 """Mask2Former's transformer decoder: masked cross-attention over multi-scale pixel features."""
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
-import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
-from detectron2.config import configurable
-from detectron2.layers import Conv2d
+from detectron2.config import CfgNode, configurable
 from torch import Tensor, nn
 
-from .layers import MLP, AttentionLayer, FFNLayer
+from .layers import MLP, AttentionLayer, FFNLayer, input_projection, set_aux_outputs
 from .position_encoding import PositionEmbeddingSine
-from .registry import TRANSFORMER_DECODER_REGISTRY
-
-
-def set_aux_outputs(
-    logits: Optional[Sequence[Tensor]], masks: Sequence[Tensor]
-) -> List[Dict[str, Tensor]]:
-    """Every prediction but the last as ``{"pred_logits", "pred_masks"}`` (logits omitted when
-    ``logits`` is None), in order."""
-    if logits is None:
-        return [{"pred_masks": m} for m in masks[:-1]]
-    return [{"pred_logits": c, "pred_masks": m} for c, m in zip(logits[:-1], masks[:-1])]
+from .registry import TRANSFORMER_DECODER_REGISTRY, shared_decoder_config
 
 
 @TRANSFORMER_DECODER_REGISTRY.register()
@@ -82,37 +70,24 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         self.num_feature_levels = num_feature_levels
         self.level_embed = nn.Embedding(num_feature_levels, hidden_dim)
-        self.input_proj = nn.ModuleList()
-        for _ in range(num_feature_levels):
-            if in_channels != hidden_dim or enforce_input_project:
-                proj = Conv2d(in_channels, hidden_dim, kernel_size=1)
-                weight_init.c2_xavier_fill(proj)
-                self.input_proj.append(proj)
-            else:
-                self.input_proj.append(nn.Sequential())
+        self.input_proj = nn.ModuleList(
+            input_projection(in_channels, hidden_dim, enforce_input_project)
+            for _ in range(num_feature_levels)
+        )
         if mask_classification:
             self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
     @classmethod
-    def from_config(cls, cfg, in_channels: int, mask_classification: bool) -> dict:
+    def from_config(cls, cfg: CfgNode, in_channels: int, mask_classification: bool) -> dict:
         if cfg.MODEL.MASK_FORMER.DEC_LAYERS < 1:
             raise ValueError(
                 f"MODEL.MASK_FORMER.DEC_LAYERS must be >= 1, got {cfg.MODEL.MASK_FORMER.DEC_LAYERS}"
             )
         return {
-            "in_channels": in_channels,
-            "mask_classification": mask_classification,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-            "hidden_dim": cfg.MODEL.MASK_FORMER.HIDDEN_DIM,
-            "num_queries": cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
-            "nheads": cfg.MODEL.MASK_FORMER.NHEADS,
-            "dim_feedforward": cfg.MODEL.MASK_FORMER.DIM_FEEDFORWARD,
+            **shared_decoder_config(cfg, in_channels, mask_classification),
             # DEC_LAYERS counts the prediction made from the queries before the first layer
             "dec_layers": cfg.MODEL.MASK_FORMER.DEC_LAYERS - 1,
-            "pre_norm": cfg.MODEL.MASK_FORMER.PRE_NORM,
-            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
-            "enforce_input_project": cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ,
         }
 
     def forward(

@@ -2,18 +2,15 @@
 
 from typing import Dict, Optional
 
-import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
-from detectron2.config import configurable
-from detectron2.layers import Conv2d
+from detectron2.config import CfgNode, configurable
 from torch import Tensor, nn
 
 from .detr_transformer import Transformer
-from .layers import MLP
-from .mask2former_decoder import set_aux_outputs
+from .layers import MLP, input_projection, set_aux_outputs
 from .position_encoding import PositionEmbeddingSine
-from .registry import TRANSFORMER_DECODER_REGISTRY
+from .registry import TRANSFORMER_DECODER_REGISTRY, shared_decoder_config
 
 
 @TRANSFORMER_DECODER_REGISTRY.register()
@@ -67,34 +64,21 @@ class StandardTransformerDecoder(nn.Module):
         )
         self.num_queries = num_queries
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
-        if in_channels != hidden_dim or enforce_input_project:
-            self.input_proj = Conv2d(in_channels, hidden_dim, kernel_size=1)
-            weight_init.c2_xavier_fill(self.input_proj)
-        else:
-            self.input_proj = nn.Sequential()
+        self.input_proj = input_projection(in_channels, hidden_dim, enforce_input_project)
         self.aux_loss = deep_supervision
         if mask_classification:
             self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
     @classmethod
-    def from_config(cls, cfg, in_channels: int, mask_classification: bool) -> dict:
+    def from_config(cls, cfg: CfgNode, in_channels: int, mask_classification: bool) -> dict:
         mask_former = cfg.MODEL.MASK_FORMER
         return {
-            "in_channels": in_channels,
-            "mask_classification": mask_classification,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-            "hidden_dim": mask_former.HIDDEN_DIM,
-            "num_queries": mask_former.NUM_OBJECT_QUERIES,
-            "nheads": mask_former.NHEADS,
+            **shared_decoder_config(cfg, in_channels, mask_classification),
             "dropout": mask_former.DROPOUT,
-            "dim_feedforward": mask_former.DIM_FEEDFORWARD,
             "enc_layers": mask_former.ENC_LAYERS,
             "dec_layers": mask_former.DEC_LAYERS,
-            "pre_norm": mask_former.PRE_NORM,
             "deep_supervision": mask_former.DEEP_SUPERVISION,
-            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
-            "enforce_input_project": mask_former.ENFORCE_INPUT_PROJ,
         }
 
     def forward(

@@ -1,5 +1,7 @@
 """Registry of transformer decoders (mask predictors) and their build function."""
 
+from typing import Any, Dict
+
 from detectron2.config import CfgNode
 from detectron2.utils.registry import Registry
 from torch import nn
@@ -19,3 +21,22 @@ def build_transformer_decoder(
     """Build the decoder named by ``cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME``."""
     name = cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
     return TRANSFORMER_DECODER_REGISTRY.get(name)(cfg, in_channels, mask_classification)
+
+
+def shared_decoder_config(
+    cfg: CfgNode, in_channels: int, mask_classification: bool
+) -> Dict[str, Any]:
+    """Constructor arguments that every transformer decoder reads alike from ``cfg``."""
+    mask_former = cfg.MODEL.MASK_FORMER
+    return {
+        "in_channels": in_channels,
+        "mask_classification": mask_classification,
+        "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        "hidden_dim": mask_former.HIDDEN_DIM,
+        "num_queries": mask_former.NUM_OBJECT_QUERIES,
+        "nheads": mask_former.NHEADS,
+        "dim_feedforward": mask_former.DIM_FEEDFORWARD,
+        "pre_norm": mask_former.PRE_NORM,
+        "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+        "enforce_input_project": mask_former.ENFORCE_INPUT_PROJ,
+    }
