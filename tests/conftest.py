@@ -20,8 +20,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def find_reference_dir() -> Path:
-    """The official fixtures: $SEMASK_REFERENCE_DIR, else ../shared/reference beside the repo."""
-    candidates = [os.environ.get("SEMASK_REFERENCE_DIR"), REPO_ROOT.parent / "shared" / "reference"]
+    """The official fixtures: $SEMASK_REFERENCE_DIR, else shared/reference beside the repository
+    (or beside one of its parent folders)."""
+    candidates = [os.environ.get("SEMASK_REFERENCE_DIR")]
+    candidates += [parent / "shared" / "reference" for parent in REPO_ROOT.parents]
     for candidate in candidates:
         if candidate and (Path(candidate) / "micro_msdeform.pth").is_file():
             return Path(candidate)
