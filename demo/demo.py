@@ -1,0 +1,320 @@
+"""Segment images, a video or a webcam stream with a SeMask model and draw the results.
+
+Examples::
+
+    python demo/demo.py --config-file configs/quickstart/semask_swin_mask2former_quickstart.yaml \
+        --input "images/*.jpg" --output out/ --show-priors --save-labels \
+        MODEL.WEIGHTS output/quickstart/model_final.pth
+    python demo/demo.py --config-file CONFIG --video-input clip.mp4 --output out/ MODEL.WEIGHTS W
+"""
+
+import argparse
+import glob
+import itertools
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Set, Tuple
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import semask  # noqa: F401  (applies semask.compat before detectron2 is used)
+
+# isort: split
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data.catalog import Metadata
+from detectron2.utils.logger import setup_logger
+
+import semask.data  # noqa: F401  (registers the data sets and their metadata)
+from semask import add_semask_config
+from semask.predictor import SemanticPrediction, SeMaskPredictor, as_bgr_uint8
+from semask.visualization import (
+    draw_overlay,
+    draw_priors_figure,
+    save_image,
+    save_label_png,
+    side_by_side,
+)
+
+logger = logging.getLogger("semask.demo")
+
+IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
+VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+WINDOW = "SeMask"
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="model config (YAML)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", help="image files, glob patterns or folders")
+    source.add_argument("--video-input", metavar="FILE", help="a video file")
+    source.add_argument("--webcam", action="store_true", help="the first webcam")
+    parser.add_argument(
+        "--output",
+        help="output folder, or one file (an image for a single --input, .mp4/.avi for a video); "
+        "without it results are shown in a window",
+    )
+    parser.add_argument("--show-priors", action="store_true", help="also draw the semantic priors")
+    parser.add_argument(
+        "--side-by-side", action="store_true", help="input and overlay side by side"
+    )
+    parser.add_argument("--save-labels", action="store_true", help="also write label-map PNGs")
+    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the overlay")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides")
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse the command line; ``KEY VALUE`` overrides right after ``--input`` files go to opts."""
+    args = get_parser().parse_args(argv)
+    if args.input:
+        first_key = next((i for i, item in enumerate(args.input) if CONFIG_KEY.match(item)), None)
+        if first_key == 0:
+            raise SystemExit(f"--input needs files before the overrides, got {args.input}")
+        if first_key is not None:
+            args.opts = args.input[first_key:] + args.opts
+            args.input = args.input[:first_key]
+    return args
+
+
+def setup_cfg(args: argparse.Namespace) -> CfgNode:
+    """The frozen config of --config-file and the overrides; no CUDA: MODEL.DEVICE cpu."""
+    cfg = get_cfg()
+    add_semask_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available: using cpu")
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    return cfg
+
+
+def expand_inputs(patterns: Sequence[str]) -> Tuple[List[Path], List[str]]:
+    """Files named by ``patterns`` (files, globs, folders: their files with an image suffix), each
+    once, in order; and the patterns that matched nothing."""
+    files, unmatched = {}, []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file())
+            others = [p.name for p in found if p.suffix.lower() not in IMAGE_SUFFIXES]
+            if others:
+                logger.warning(f"ignoring files without an image suffix in {path}: {others}")
+            found = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
+        elif path.is_file():
+            found = [path]
+        else:
+            found = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        files.update((p.resolve(), p) for p in found)
+        if not found:
+            unmatched.append(pattern)
+    return list(files.values()), unmatched
+
+
+def read_image(path: Path) -> Optional[np.ndarray]:
+    """BGR uint8 [H, W, 3] image of ``path``, or None (logged, naming the file) if unreadable."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        logger.error(f"skipping {path}: not a readable image file")
+        return None
+    try:
+        return as_bgr_uint8(image)
+    except ValueError as error:
+        logger.error(f"skipping {path}: {error}")
+        return None
+
+
+def render(
+    image_bgr: np.ndarray,
+    prediction: SemanticPrediction,
+    metadata: Metadata,
+    args: argparse.Namespace,
+) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The RGB overlay (with --side-by-side: input | overlay) and the priors figure if there are
+    priors to draw (--show-priors)."""
+    image = image_bgr[:, :, ::-1]
+    picture = draw_overlay(image, prediction.labels, metadata, alpha=args.alpha)
+    if args.side_by_side:
+        picture = side_by_side(image, picture)
+    if prediction.sem_prior is None:
+        return picture, None
+    priors = draw_priors_figure(
+        image, prediction.labels, prediction.sem_prior, prediction.stage_priors, metadata
+    )
+    return picture, priors
+
+
+def output_paths(
+    output: Path, source: Path, single: bool, used: Set[str]
+) -> Tuple[Path, Path, Path]:
+    """(overlay, priors figure, label PNG) paths for ``source`` under ``output``.
+
+    ``output`` is the overlay file itself for a single input with an image suffix, otherwise a
+    folder that gets ``<source stem>.png`` (``<stem>_<n>.png`` if that name is in ``used``).
+    """
+    if single and output.suffix.lower() in IMAGE_SUFFIXES:
+        main = output
+    else:
+        stem = source.stem
+        for n in itertools.count(2):
+            if stem not in used:
+                break
+            stem = f"{source.stem}_{n}"
+        used.add(stem)
+        main = output / f"{stem}.png"
+    main.parent.mkdir(parents=True, exist_ok=True)
+    return (
+        main,
+        main.with_name(f"{main.stem}_priors{main.suffix}"),
+        main.with_name(f"{main.stem}_labels.png"),
+    )
+
+
+def show(picture_rgb: np.ndarray, wait_ms: int, window: str = WINDOW) -> bool:
+    """Show an RGB picture in ``window``; False once the user pressed Esc."""
+    try:
+        cv2.imshow(window, picture_rgb[:, :, ::-1])
+        return cv2.waitKey(wait_ms) != 27
+    except cv2.error as error:
+        raise SystemExit(
+            f"error: cannot open a window ({str(error).strip()}); pass --output"
+        ) from error
+
+
+def run_images(predictor: SeMaskPredictor, paths: Sequence[Path], args: argparse.Namespace) -> int:
+    """Segment the images ``paths``; return the number of them that could not be read."""
+    skipped, used = 0, set()
+    for path in tqdm(paths, desc="images", disable=len(paths) < 2):
+        image = read_image(path)
+        if image is None:
+            skipped += 1
+            continue
+        start = time.perf_counter()
+        prediction = predictor.predict(image)
+        logger.info(
+            f"{path}: {image.shape[1]}x{image.shape[0]} in {time.perf_counter() - start:.3f} s"
+        )
+        picture, priors = render(image, prediction, predictor.metadata, args)
+        if args.output is None:
+            if priors is not None:
+                show(priors, 1, window=f"{WINDOW} priors")
+            if not show(picture, 0):
+                break
+            continue
+        main, priors_path, labels_path = output_paths(
+            Path(args.output), path, len(paths) == 1, used
+        )
+        save_image(main, picture)
+        if priors is not None:
+            save_image(priors_path, priors)
+        if args.save_labels:
+            save_label_png(labels_path, prediction.labels)
+    return skipped
+
+
+def frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return
+        yield frame
+
+
+def video_writer(output: Path, source: str, fps: float, size: Tuple[int, int]) -> cv2.VideoWriter:
+    """A writer for ``output`` (a .mp4/.avi file, or a folder that gets ``<source stem>.mp4``)."""
+    path = output if output.suffix.lower() in VIDEO_CODECS else output / f"{Path(source).stem}.mp4"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    codec = cv2.VideoWriter_fourcc(*VIDEO_CODECS[path.suffix.lower()])
+    writer = cv2.VideoWriter(str(path), codec, fps, size)
+    if not writer.isOpened():
+        raise OSError(f"could not open video file {path} for writing")
+    logger.info(f"writing {path}")
+    return writer
+
+
+def open_capture(args: argparse.Namespace) -> cv2.VideoCapture:
+    """The --webcam or --video-input stream; SystemExit naming it if it cannot be opened."""
+    capture = cv2.VideoCapture(0 if args.webcam else args.video_input)
+    if not capture.isOpened():
+        source = "the webcam" if args.webcam else f"video file {args.video_input}"
+        raise SystemExit(f"error: could not open {source}")
+    return capture
+
+
+def run_video(
+    predictor: SeMaskPredictor, capture: cv2.VideoCapture, args: argparse.Namespace
+) -> None:
+    """Segment every frame of ``capture``; write the overlays to a video or show them."""
+    if args.show_priors:
+        logger.warning("--show-priors draws priors for --input images only, not for video frames")
+    total = None if args.webcam else int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    writer, count, seconds = None, 0, 0.0
+    try:
+        for frame in tqdm(frames(capture), desc="frames", total=total):
+            start = time.perf_counter()
+            prediction = predictor.predict(frame)
+            seconds += time.perf_counter() - start
+            count += 1
+            picture, _ = render(frame, prediction, predictor.metadata, args)
+            if args.output is None:
+                if not show(picture, 1):
+                    break
+                continue
+            if writer is None:
+                source = "webcam" if args.webcam else args.video_input
+                size = (picture.shape[1], picture.shape[0])
+                writer = video_writer(Path(args.output), source, fps, size)
+            writer.write(np.ascontiguousarray(picture[:, :, ::-1]))
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    if count:
+        logger.info(f"{count} frames, {seconds / count:.3f} s per frame")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the demo; the exit status is 1 if an input was skipped, else 0.
+
+    Inputs, the video source and MODEL.WEIGHTS are checked before any image is processed.
+    """
+    args = parse_args(argv)
+    cfg = setup_cfg(args)
+    if args.input:
+        paths, unmatched = expand_inputs(args.input)
+        for pattern in unmatched:
+            logger.error(f"skipping --input {pattern!r}: no such file, folder or matching file")
+        if not paths:
+            raise SystemExit(f"error: no input files found in --input {args.input}")
+        if len(paths) > 1 and args.output and Path(args.output).suffix.lower() in IMAGE_SUFFIXES:
+            raise SystemExit(f"error: --output {args.output} is one file for {len(paths)} inputs")
+    else:
+        output = Path(args.output or ".")
+        if output.suffix and output.suffix.lower() not in VIDEO_CODECS and not output.is_dir():
+            raise SystemExit(
+                f"error: --output {output} for a video must end in .mp4/.avi or be a folder"
+            )
+        capture = open_capture(args)
+    try:
+        predictor = SeMaskPredictor(cfg, return_priors=args.show_priors and bool(args.input))
+    except ValueError as error:  # WeightsError included: bad MODEL.WEIGHTS, INPUT.FORMAT, priors
+        raise SystemExit(f"error: {error}") from error
+    if args.input:
+        return int(run_images(predictor, paths, args) + len(unmatched) > 0)
+    run_video(predictor, capture, args)
+    return 0
+
+
+if __name__ == "__main__":
+    setup_logger(name="semask")
+    setup_logger(name="detectron2")
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""Pictures of semantic segmentation results and of SeMask's per-stage semantic priors.
+
+Every function is pure: it takes RGB ``uint8`` images ``[H, W, 3]``, label maps ``[H, W]`` and score
+or prior tensors ``[K, h, w]`` and returns a new RGB image, except the two ``save_*`` writers.
+Class names and colours come from a dataset's ``stuff_classes`` / ``stuff_colors`` metadata
+(see :func:`resolve_metadata`).
+"""
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.data.catalog import Metadata
+from detectron2.utils.colormap import colormap
+from detectron2.utils.visualizer import ColorMode, Visualizer
+
+logger = logging.getLogger(__name__)
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+Panel = Tuple[str, np.ndarray]
+
+TITLE_HEIGHT = 22
+PANEL_GAP = 4
+BACKGROUND = (255, 255, 255)
+NAMES_MIN_SIDE = 160
+LEGEND_SCALE = 0.45
+
+
+def generated_colors(num_classes: int) -> List[List[int]]:
+    """``num_classes`` distinct RGB colours: detectron2's palette, then seeded random ones."""
+    colors = list(dict.fromkeys(map(tuple, colormap(rgb=True, maximum=255).round().astype(int))))
+    rng = np.random.default_rng(0)
+    while len(colors) < num_classes:
+        color = tuple(int(value) for value in rng.integers(0, 256, size=3))
+        if color not in colors:
+            colors.append(color)
+    return [[int(value) for value in color] for color in colors[:num_classes]]
+
+
+def resolve_metadata(dataset_name: Optional[str], num_classes: int) -> Metadata:
+    """Class names and colours for ``num_classes`` classes from ``dataset_name``'s metadata.
+
+    Names or colours that the dataset lacks (no dataset, no ``stuff_classes``/``stuff_colors``, or
+    fewer entries than ``num_classes``) are generated, with a warning. The catalog is not modified.
+    """
+    source = MetadataCatalog.get(dataset_name) if dataset_name else Metadata()
+    classes = list(source.get("stuff_classes", None) or [])
+    colors = [list(color) for color in (source.get("stuff_colors", None) or [])]
+    if len(classes) > num_classes:
+        logger.warning(
+            f"dataset {dataset_name!r} names {len(classes)} classes, "
+            f"the model predicts {num_classes}"
+        )
+    if len(classes) < num_classes:
+        logger.warning(
+            f"dataset {dataset_name!r} names {len(classes)} of {num_classes} classes; "
+            "the others are called 'class <id>'"
+        )
+        classes += [f"class {i}" for i in range(len(classes), num_classes)]
+    if len(colors) < num_classes:
+        logger.warning(
+            f"dataset {dataset_name!r} has colours for {len(colors)} of {num_classes} classes; "
+            "the others are generated"
+        )
+        colors += generated_colors(num_classes)[len(colors) :]
+    return Metadata(name=dataset_name or "N/A", stuff_classes=classes, stuff_colors=colors)
+
+
+def _to_numpy(array: ArrayLike) -> np.ndarray:
+    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+
+
+def colorize(labels: ArrayLike, colors: Sequence[Sequence[int]]) -> np.ndarray:
+    """Colour map [H, W, 3] uint8 of a label map [H, W]; labels outside the palette are black."""
+    labels = _to_numpy(labels).astype(np.int64)
+    palette = np.concatenate([np.asarray(colors, dtype=np.uint8).reshape(-1, 3), [[0, 0, 0]]])
+    outside = (labels < 0) | (labels >= len(colors))
+    return palette[np.where(outside, len(colors), labels)]
+
+
+def draw_overlay(
+    image: np.ndarray,
+    labels: ArrayLike,
+    metadata: Metadata,
+    alpha: float = 0.5,
+    names: Optional[bool] = None,
+) -> np.ndarray:
+    """``image`` [H, W, 3] RGB with ``labels`` [H, W] drawn over it by detectron2's Visualizer.
+
+    Each class region is tinted with its colour (opacity ``alpha``). With ``names`` (default: if
+    the shorter image side is at least ``NAMES_MIN_SIDE``) regions are outlined and named too;
+    on small images the names would hide the picture.
+    """
+    labels = _to_numpy(labels)
+    visualizer = Visualizer(image, metadata, instance_mode=ColorMode.IMAGE)
+    if names is None:
+        names = min(image.shape[:2]) >= NAMES_MIN_SIDE
+    if names:
+        return visualizer.draw_sem_seg(labels, alpha=alpha).get_image()
+    for label in np.unique(labels):
+        if 0 <= label < len(metadata.stuff_colors):
+            color = np.asarray(metadata.stuff_colors[label]) / 255
+            visualizer.draw_binary_mask(labels == label, color=color, edge_color=color, alpha=alpha)
+    return visualizer.output.get_image()
+
+
+def side_by_side(*images: np.ndarray) -> np.ndarray:
+    """The RGB images (all of one height) next to each other, left to right."""
+    heights = {image.shape[0] for image in images}
+    if len(heights) != 1:
+        raise ValueError(f"side_by_side needs images of one height, got heights {sorted(heights)}")
+    return np.concatenate(images, axis=1)
+
+
+def _resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    return cv2.resize(labels.astype(np.int32), (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def prior_label_maps(
+    labels: ArrayLike,
+    sem_prior: Optional[ArrayLike],
+    stage_priors: Dict[str, ArrayLike],
+    height: int,
+    width: int,
+) -> List[Tuple[str, np.ndarray]]:
+    """Titled label maps [height, width] (nearest resizing): the argmax of each stage's prior
+    (``stage_priors``: name -> [K, h_i, w_i], in the given order), of the aggregated prior
+    ``sem_prior`` [K, H', W'] if given, and the final prediction ``labels`` [H', W']."""
+    maps = [
+        (f"{name} prior", _to_numpy(prior).argmax(axis=0)) for name, prior in stage_priors.items()
+    ]
+    if sem_prior is not None:
+        maps.append(("aggregated prior", _to_numpy(sem_prior).argmax(axis=0)))
+    maps.append(("prediction", _to_numpy(labels)))
+    return [(title, _resize_nearest(label_map, height, width)) for title, label_map in maps]
+
+
+def prior_panels(
+    image: np.ndarray,
+    labels: ArrayLike,
+    sem_prior: Optional[ArrayLike],
+    stage_priors: Dict[str, ArrayLike],
+    metadata: Metadata,
+) -> List[Panel]:
+    """Titled panels, all of ``image``'s size [H, W, 3]: the input, then the colour maps of
+    :func:`prior_label_maps` in its order."""
+    maps = prior_label_maps(labels, sem_prior, stage_priors, *image.shape[:2])
+    return _colour_panels(image, maps, metadata)
+
+
+def _colour_panels(
+    image: np.ndarray, maps: Sequence[Tuple[str, np.ndarray]], metadata: Metadata
+) -> List[Panel]:
+    return [("input", image)] + [(t, colorize(m, metadata.stuff_colors)) for t, m in maps]
+
+
+def draw_priors_figure(
+    image: np.ndarray,
+    labels: ArrayLike,
+    sem_prior: Optional[ArrayLike],
+    stage_priors: Dict[str, ArrayLike],
+    metadata: Metadata,
+    tile_size: int = 320,
+    columns: int = 4,
+) -> np.ndarray:
+    """:func:`compose_panels` of :func:`prior_panels` over a :func:`draw_legend` of every class
+    shown, the classes of the prediction first (largest area first)."""
+    height, width = image.shape[:2]
+    maps = prior_label_maps(labels, sem_prior, stage_priors, height, width)
+    classes, counts = np.unique(maps[-1][1], return_counts=True)
+    shown = [int(c) for c in classes[np.argsort(-counts, kind="stable")]]
+    for _, label_map in maps[:-1]:
+        shown += [int(c) for c in np.unique(label_map) if int(c) not in shown]
+    grid = compose_panels(
+        prior_panels(image, labels, sem_prior, stage_priors, metadata), tile_size, columns
+    )
+    legend = draw_legend(
+        [c for c in shown if 0 <= c < len(metadata.stuff_classes)], metadata, grid.shape[1]
+    )
+    return np.concatenate([grid, legend], axis=0)
+
+
+def panel_tile_size(height: int, width: int, tile_size: int) -> Tuple[int, int]:
+    """(height, width) of a panel tile: the image scaled so its longer side is ``tile_size``."""
+    scale = tile_size / max(height, width)
+    return max(round(height * scale), 1), max(round(width * scale), 1)
+
+
+def compose_panels(panels: Sequence[Panel], tile_size: int = 320, columns: int = 4) -> np.ndarray:
+    """A grid figure of titled panels (all of one size), ``columns`` per row, row-major.
+
+    Each cell is a title strip of ``TITLE_HEIGHT`` rows over the panel scaled to
+    :func:`panel_tile_size`; cells are ``PANEL_GAP`` pixels apart on a white background.
+    """
+    if not panels:
+        raise ValueError("compose_panels needs at least one panel")
+    shapes = {panel.shape[:2] for _, panel in panels}
+    if len(shapes) != 1:
+        raise ValueError(f"compose_panels needs panels of one size, got {sorted(shapes)}")
+    tile_h, tile_w = panel_tile_size(*shapes.pop(), tile_size)
+    columns = min(columns, len(panels))
+    rows = -(-len(panels) // columns)
+    cell_h, cell_w = TITLE_HEIGHT + tile_h, tile_w
+    figure = np.full(
+        (rows * cell_h + (rows - 1) * PANEL_GAP, columns * cell_w + (columns - 1) * PANEL_GAP, 3),
+        BACKGROUND,
+        dtype=np.uint8,
+    )
+    for index, (title, panel) in enumerate(panels):
+        top = (index // columns) * (cell_h + PANEL_GAP)
+        left = (index % columns) * (cell_w + PANEL_GAP)
+        tile = cv2.resize(panel, (tile_w, tile_h), interpolation=cv2.INTER_NEAREST)
+        figure[top + TITLE_HEIGHT : top + cell_h, left : left + cell_w] = tile
+        cv2.putText(
+            figure,
+            title,
+            (left + 2, top + TITLE_HEIGHT - 6),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
+    return figure
+
+
+def _fit_text(text: str, max_width: int, scale: float) -> str:
+    """``text``, shortened with ".." until it is at most ``max_width`` pixels wide."""
+    shortened = text
+    while cv2.getTextSize(shortened, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > max_width:
+        text = text[:-1]
+        shortened = text + ".."
+        if not text:
+            break
+    return shortened
+
+
+def draw_legend(
+    labels: Sequence[int], metadata: Metadata, width: int, entry_width: int = 160
+) -> np.ndarray:
+    """A white strip [h, width, 3] with a colour swatch and the name of each class in ``labels``,
+    laid out in rows of ``width // entry_width`` entries (long names shortened to fit)."""
+    per_row = max(width // entry_width, 1)
+    rows = max(-(-len(labels) // per_row), 1)
+    strip = np.full((rows * TITLE_HEIGHT, width, 3), BACKGROUND, dtype=np.uint8)
+    for index, label in enumerate(labels):
+        top, left = (index // per_row) * TITLE_HEIGHT, (index % per_row) * entry_width
+        color = tuple(int(value) for value in metadata.stuff_colors[label])
+        cv2.rectangle(strip, (left + 2, top + 4), (left + 16, top + 18), color, cv2.FILLED)
+        name = _fit_text(str(metadata.stuff_classes[label]), entry_width - 24, LEGEND_SCALE)
+        cv2.putText(
+            strip,
+            name,
+            (left + 20, top + 16),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            LEGEND_SCALE,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
+    return strip
+
+
+def save_image(path: Union[str, Path], image: np.ndarray) -> None:
+    """Write an RGB ``image`` [H, W, 3] uint8 to ``path`` (format from the suffix)."""
+    if not cv2.imwrite(str(path), np.ascontiguousarray(image[:, :, ::-1])):
+        raise OSError(f"could not write image file {path}")
+
+
+def save_label_png(path: Union[str, Path], labels: ArrayLike) -> None:
+    """Write a label map [H, W] as a one-channel PNG (8-bit; 16-bit if a label exceeds 255)."""
+    labels = _to_numpy(labels)
+    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.uint16).max):
+        raise ValueError(
+            f"labels for {path} must lie in [0, 65535], got {labels.min()}..{labels.max()}"
+        )
+    dtype = np.uint8 if labels.size == 0 or labels.max() <= 255 else np.uint16
+    if not cv2.imwrite(str(path), labels.astype(dtype)):
+        raise OSError(f"could not write label file {path}")

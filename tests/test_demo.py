@@ -1,0 +1,307 @@
+"""demo/demo.py end to end: generated images and video in, overlays, priors figures, labels out."""
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import List, Tuple
+
+import cv2
+import numpy as np
+import pytest
+from conftest import semask_cfg
+from detectron2.data.catalog import Metadata
+from test_predictor import NUM_CLASSES
+
+from semask.data.quickstart import make_sample
+from semask.visualization import (
+    PANEL_GAP,
+    TITLE_HEIGHT,
+    compose_panels,
+    panel_tile_size,
+    resolve_metadata,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (REPO_ROOT / "configs").rglob("*.yaml") if "Base" not in p.name)
+SEMANTIC_FPN_CONFIG = (
+    REPO_ROOT / "configs/ade20k/semantic_fpn/semask_swin_tiny_bs16_80k_res512.yaml"
+)
+PLAIN_FPN_CONFIG = REPO_ROOT / "configs/ade20k/semantic_fpn/swin_tiny_bs16_80k_res512.yaml"
+TINY_SWIN = [
+    "MODEL.SWIN.EMBED_DIM",
+    "24",
+    "MODEL.SWIN.DEPTHS",
+    "[1, 1, 1, 1]",
+    "MODEL.SWIN.NUM_HEADS",
+    "[1, 2, 4, 8]",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM",
+    "32",
+    "INPUT.MIN_SIZE_TEST",
+    "64",
+]
+QUICKSTART_CONFIG = REPO_ROOT / "configs" / "quickstart" / "semask_swin_mask2former_quickstart.yaml"
+PRIOR_PANELS = ["input", "res2", "res3", "res4", "res5", "aggregated prior", "prediction"]
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("semask_demo", REPO_ROOT / "demo" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+demo = load_demo()
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """A config of the contract stand-in model of test_predictor (3 classes, RGB input)."""
+    path = tmp_path / "contract.yaml"
+    path.write_text(
+        "VERSION: 2\n"
+        "MODEL:\n"
+        "  META_ARCHITECTURE: ContractTestSegmenter\n"
+        "  DEVICE: cpu\n"
+        f"  SEM_SEG_HEAD:\n    NUM_CLASSES: {NUM_CLASSES}\n"
+        "INPUT:\n  FORMAT: RGB\n  MIN_SIZE_TEST: 32\n  MAX_SIZE_TEST: 128\n"
+        "DATASETS:\n  TEST: []\n"
+    )
+    return path
+
+
+def colour_image(height: int, width: int, seed: int) -> np.ndarray:
+    """BGR uint8 image of random saturated blocks (each block's strongest channel differs)."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 3, size=(height // 8 + 1, width // 8 + 1))
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    channel = np.kron(blocks, np.ones((8, 8), dtype=np.int64))[:height, :width]
+    for c in range(3):
+        image[..., c] = np.where(channel == c, 230, 20)
+    return image
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    """Quick-start-like colour, grayscale, RGBA and 16-bit PNGs, a text file named like an image
+    and one without an image suffix."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    samples = [make_sample(np.random.default_rng(seed), 160)[0][:, :, ::-1] for seed in range(3)]
+    cv2.imwrite(str(folder / "colour.png"), samples[0][:120])
+    cv2.imwrite(str(folder / "gray.png"), samples[0][:120, :, 1])
+    alpha = np.full((100, 140), 90, np.uint8)
+    cv2.imwrite(str(folder / "rgba.png"), np.dstack([samples[1][:100, :140], alpha]))
+    cv2.imwrite(str(folder / "deep.png"), samples[2][:, :120].astype(np.uint16) * 257)
+    (folder / "broken.png").write_text("this is not an image")
+    (folder / "notes.txt").write_text("not an image either, and not named like one")
+    return folder
+
+
+@pytest.fixture(params=["contract", pytest.param("quickstart", marks=pytest.mark.slow)])
+def any_config(request, config_file: Path) -> Path:
+    """The stand-in model's config, then the quick-start config (random weights)."""
+    return config_file if request.param == "contract" else QUICKSTART_CONFIG
+
+
+def as_bgr(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    image = image if image.ndim == 3 else np.dstack([image] * 3)
+    return (image[..., :3] // (257 if image.dtype == np.uint16 else 1)).astype(np.uint8)
+
+
+def assert_seven_panels(figure: np.ndarray, source: np.ndarray) -> None:
+    """``figure`` is a 4-column grid of 7 panels of ``source``'s size over a legend."""
+    grid = compose_panels([(title, source) for title in PRIOR_PANELS])
+    assert figure.shape[1] == grid.shape[1] and figure.shape[0] > grid.shape[0]
+    tile_h, tile_w = panel_tile_size(*source.shape[:2], 320)
+    for cell in range(8):
+        top = (cell // 4) * (TITLE_HEIGHT + tile_h + PANEL_GAP) + TITLE_HEIGHT
+        left = (cell % 4) * (tile_w + PANEL_GAP)
+        tile = figure[top : top + tile_h, left : left + tile_w]
+        assert (tile < 250).any() == (cell < 7), cell
+
+
+def test_parse_args_moves_overrides_after_the_inputs_to_opts():
+    args = demo.parse_args(
+        ["--config-file", "c.yaml", "--input", "a.png", "b/", "MODEL.WEIGHTS", "w"]
+    )
+    assert args.input == ["a.png", "b/"] and args.opts == ["MODEL.WEIGHTS", "w"]
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--config-file", "c.yaml", "--input", "a.png", "--webcam"])
+
+
+def test_expand_inputs_reads_files_globs_and_folders(image_dir: Path):
+    files, unmatched = demo.expand_inputs(
+        [str(image_dir), str(image_dir / "c*.png"), str(image_dir / "gray.png"), "nothing/*.jpg"]
+    )
+    names = [path.name for path in files]  # each file once
+    assert names == ["broken.png", "colour.png", "deep.png", "gray.png", "rgba.png"]
+    assert unmatched == ["nothing/*.jpg"]
+
+
+def test_output_names_do_not_collide(tmp_path):
+    used = set()
+    first = demo.output_paths(tmp_path, Path("a/x.png"), False, used)
+    second = demo.output_paths(tmp_path, Path("b/x.jpg"), False, used)
+    assert [p.name for p in first] == ["x.png", "x_priors.png", "x_labels.png"]
+    assert [p.name for p in second] == ["x_2.png", "x_2_priors.png", "x_2_labels.png"]
+    single = demo.output_paths(tmp_path / "one.jpg", Path("b/x.png"), True, set())
+    assert [p.name for p in single] == ["one.jpg", "one_priors.jpg", "one_labels.png"]
+
+
+def metadata_of(config: Path) -> Metadata:
+    cfg = semask_cfg()
+    cfg.merge_from_file(str(config))
+    dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
+    return resolve_metadata(dataset, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+
+
+def test_images_are_segmented_and_bad_files_skipped(any_config, image_dir, tmp_path, caplog):
+    out = tmp_path / "out"
+    argv = ["--config-file", str(any_config), "--input", str(image_dir), "--output", str(out)]
+    with caplog.at_level(logging.INFO):
+        status = demo.main(argv + ["--show-priors", "--save-labels"])
+    assert status == 1
+    assert f"skipping {image_dir / 'broken.png'}: not a readable image file" in caplog.text
+    assert "colour.png: 160x120 in" in caplog.text
+    assert f"ignoring files without an image suffix in {image_dir}: ['notes.txt']" in caplog.text
+    colors = np.array(metadata_of(any_config).stuff_colors, dtype=float)[:, ::-1]  # BGR
+    for name in ["colour", "gray", "rgba", "deep"]:
+        source = as_bgr(image_dir / f"{name}.png").astype(float)
+        overlay = cv2.imread(str(out / f"{name}.png")).astype(float)
+        labels = cv2.imread(str(out / f"{name}_labels.png"), cv2.IMREAD_UNCHANGED)
+        assert overlay.shape == source.shape and labels.shape == source.shape[:2]
+        assert labels.max() < len(colors)
+        # Each pixel is the input blended half and half with its predicted class colour
+        # (up to region outlines and class names).
+        blend = 0.5 * source + 0.5 * colors[labels]
+        assert np.median(np.abs(overlay - blend)) <= 2, name
+        assert np.abs(overlay - source).mean() > 5, name
+        assert_seven_panels(cv2.imread(str(out / f"{name}_priors.png")), source)
+    assert not (out / "broken.png").exists() and not (out / "notes.png").exists()
+
+
+def test_single_image_to_a_file_side_by_side(config_file, tmp_path):
+    source = tmp_path / "blocks.png"
+    cv2.imwrite(str(source), colour_image(40, 56, 0))
+    target = tmp_path / "result.jpg"
+    argv = ["--config-file", str(config_file), "--input", str(source), "--output", str(target)]
+    assert demo.main(argv + ["--side-by-side", "--save-labels"]) == 0
+    panel = cv2.imread(str(target))
+    assert panel.shape == (40, 112, 3)
+    image = colour_image(40, 56, 0).astype(int)
+    # JPEG blurs the block edges: compare medians of the per-pixel differences.
+    assert np.median(np.abs(panel[:, :56] - image)) <= 3  # the input
+    assert np.median(np.abs(panel[:, 56:] - image)) > 20  # the overlay
+    # The stand-in labels a pixel by its strongest colour channel (B, G, R -> 2, 1, 0).
+    labels = cv2.imread(str(tmp_path / "result_labels.png"), cv2.IMREAD_UNCHANGED)
+    assert (labels == 2 - image.argmax(axis=2)).mean() > 0.9
+
+
+def write_clip(path: Path, num_frames: int, fps: float = 10.0) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
+    for seed in range(num_frames):
+        writer.write(colour_image(48, 64, seed))
+    writer.release()
+
+
+def read_clip(path: Path) -> Tuple[List[np.ndarray], float]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    return frames, fps
+
+
+def test_video_keeps_its_frame_count(any_config, tmp_path):
+    write_clip(tmp_path / "clip.avi", 3)
+    out = tmp_path / "video_out"
+    argv = ["--config-file", str(any_config), "--video-input", str(tmp_path / "clip.avi")]
+    assert demo.main(argv + ["--output", str(out)]) == 0
+    frames, fps = read_clip(out / "clip.mp4")
+    assert len(frames) == 3 and fps == 10.0
+    assert all(frame.shape == (48, 64, 3) for frame in frames)
+
+
+def test_video_side_by_side_to_one_file(config_file, tmp_path):
+    write_clip(tmp_path / "clip.avi", 4, fps=5.0)
+    argv = ["--config-file", str(config_file), "--video-input", str(tmp_path / "clip.avi")]
+    target = tmp_path / "panel.avi"
+    assert demo.main(argv + ["--output", str(target), "--side-by-side"]) == 0
+    frames, fps = read_clip(target)
+    assert len(frames) == 4 and fps == 5.0
+    assert all(frame.shape == (48, 128, 3) for frame in frames)
+    with pytest.raises(SystemExit, match="clip.mkv for a video must end in .mp4/.avi"):
+        demo.main(argv + ["--output", str(tmp_path / "clip.mkv")])
+
+
+def test_bad_weights_stop_before_any_image(config_file, image_dir, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--config-file", str(config_file), "--input", str(image_dir), "--output", str(out)]
+    with pytest.raises(SystemExit, match="MODEL.WEIGHTS '.*absent.pth' is no file"):
+        demo.main(argv + ["MODEL.WEIGHTS", str(tmp_path / "absent.pth")])
+    assert not out.exists()
+    with pytest.raises(SystemExit, match="no input files found"):
+        demo.main(["--config-file", str(config_file), "--input", str(tmp_path / "none*.png")])
+    with pytest.raises(SystemExit, match="is one file for 5 inputs"):
+        demo.main(argv[:4] + ["--output", str(tmp_path / "one.png")])
+    with pytest.raises(SystemExit, match="could not open video file"):
+        demo.main(["--config-file", str(config_file), "--video-input", str(tmp_path / "none.mp4")])
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda path: str(path.relative_to(REPO_ROOT)))
+def test_every_config_sets_up_with_its_data_set_classes(config, caplog):
+    cfg = demo.setup_cfg(demo.parse_args(["--config-file", str(config), "--input", "x.png"]))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        metadata = resolve_metadata(cfg.DATASETS.TEST[0], cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+    assert caplog.text == ""
+    assert len(metadata.stuff_classes) == len(metadata.stuff_colors)
+    assert len(metadata.stuff_classes) == cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+
+
+def test_semantic_fpn_config_draws_its_priors(image_dir, tmp_path):
+    out = tmp_path / "fpn"
+    argv = ["--config-file", str(SEMANTIC_FPN_CONFIG), "--input", str(image_dir / "colour.png")]
+    argv += ["--output", str(out), "--show-priors"]
+    with pytest.raises(SystemExit, match="MODEL.WEIGHTS 'swin_tiny_patch4_window7_224.pkl'"):
+        demo.main(argv)  # the ImageNet weights the config names are not here
+    assert demo.main(argv + ["MODEL.WEIGHTS", ""] + TINY_SWIN) == 0
+    source = as_bgr(image_dir / "colour.png")
+    assert cv2.imread(str(out / "colour.png")).shape == source.shape
+    assert_seven_panels(cv2.imread(str(out / "colour_priors.png")), source)
+
+
+def test_priors_of_a_plain_swin_are_refused_before_any_image(image_dir, tmp_path):
+    out = tmp_path / "plain"
+    argv = ["--config-file", str(PLAIN_FPN_CONFIG), "--input", str(image_dir / "colour.png")]
+    argv += ["--output", str(out), "--show-priors", "MODEL.WEIGHTS", ""] + TINY_SWIN
+    with pytest.raises(SystemExit, match="backbone D2SwinTransformer has no semantic layers"):
+        demo.main(argv)
+    assert not out.exists()
+
+
+def test_without_output_results_are_shown_until_escape(config_file, image_dir, monkeypatch):
+    shown = []
+    monkeypatch.setattr(cv2, "imshow", lambda window, image: shown.append((window, image.shape)))
+    monkeypatch.setattr(cv2, "waitKey", lambda delay: 27 if len(shown) >= 4 else 32)
+    argv = ["--config-file", str(config_file), "--input", str(image_dir), "--show-priors"]
+    assert demo.main(argv) == 1  # broken.png, first in order, was skipped
+    windows = [window for window, _ in shown]
+    assert windows == ["SeMask priors", "SeMask", "SeMask priors", "SeMask"]  # Esc after deep.png
+    assert shown[1][1] == (120, 160, 3) and shown[3][1] == (160, 120, 3)
+
+
+def test_a_missing_window_system_is_reported(config_file, image_dir, monkeypatch):
+    def no_gui(window, image):
+        raise cv2.error("The function is not implemented")
+
+    monkeypatch.setattr(cv2, "imshow", no_gui)
+    argv = ["--config-file", str(config_file), "--input", str(image_dir / "colour.png")]
+    with pytest.raises(SystemExit, match="cannot open a window .*; pass --output"):
+        demo.main(argv)

@@ -1,0 +1,189 @@
+"""Visualisation: metadata fallback, colour maps, overlays, prior panels, image and label files."""
+
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.data.catalog import Metadata
+
+from semask.visualization import (
+    PANEL_GAP,
+    TITLE_HEIGHT,
+    colorize,
+    compose_panels,
+    draw_legend,
+    draw_overlay,
+    draw_priors_figure,
+    generated_colors,
+    prior_panels,
+    resolve_metadata,
+    save_image,
+    save_label_png,
+    side_by_side,
+)
+
+RED, GREEN, BLUE = [255, 0, 0], [0, 255, 0], [0, 0, 255]
+METADATA = Metadata(
+    name="rgb", stuff_classes=["red", "green", "blue"], stuff_colors=[RED, GREEN, BLUE]
+)
+
+
+def test_resolve_metadata_uses_the_dataset_names_and_colours():
+    MetadataCatalog.get("vis_test_named").set(
+        stuff_classes=["sky", "road"], stuff_colors=[RED, BLUE]
+    )
+    metadata = resolve_metadata("vis_test_named", 2)
+    assert metadata.stuff_classes == ["sky", "road"] and metadata.stuff_colors == [RED, BLUE]
+
+
+def test_resolve_metadata_fills_in_what_the_dataset_lacks(caplog):
+    MetadataCatalog.get("vis_test_partial").set(stuff_classes=["sky"])
+    with caplog.at_level(logging.WARNING):
+        metadata = resolve_metadata("vis_test_partial", 3)
+    assert metadata.stuff_classes == ["sky", "class 1", "class 2"]
+    assert metadata.stuff_colors == generated_colors(3)
+    assert "names 1 of 3 classes" in caplog.text and "colours for 0 of 3" in caplog.text
+    assert MetadataCatalog.get("vis_test_partial").stuff_classes == ["sky"]
+
+
+def test_generated_colors_are_distinct_and_stable():
+    colors = generated_colors(200)
+    assert colors == generated_colors(200) and len(colors) == 200
+    assert len({tuple(color) for color in colors}) == 200
+    assert all(0 <= value <= 255 for color in colors for value in color)
+
+
+def test_colorize_maps_labels_to_colours_and_unknown_labels_to_black():
+    labels = torch.tensor([[0, 1], [2, 255]])
+    assert colorize(labels, [RED, GREEN, BLUE]).tolist() == [[RED, GREEN], [BLUE, [0, 0, 0]]]
+
+
+def test_overlay_keeps_the_size_and_tints_each_region():
+    image = np.full((160, 200, 3), 128, dtype=np.uint8)
+    labels = np.zeros((160, 200), dtype=np.int64)
+    labels[:, 100:] = 2
+    overlay = draw_overlay(image, labels, METADATA, alpha=0.5)
+    assert overlay.shape == image.shape and overlay.dtype == np.uint8
+    # Corners are away from the class names drawn at the region centres.
+    left, right = overlay[2:10, 2:10].reshape(-1, 3).mean(0), overlay[2:10, -10:-2].reshape(
+        -1, 3
+    ).mean(0)
+    assert left[0] > 170 and left[2] < 90
+    assert right[2] > 170 and right[0] < 90
+
+
+def test_small_images_are_tinted_without_names():
+    image = np.full((40, 60, 3), 128, dtype=np.uint8)
+    labels = np.zeros((40, 60), dtype=np.int64)
+    labels[:, 30:] = 1
+    overlay = draw_overlay(image, labels, METADATA, alpha=0.5)
+    assert overlay.shape == image.shape
+    blend = 0.5 * image + 0.5 * np.array([RED, GREEN])[labels]
+    # Everywhere but along the region borders, the overlay is the half-and-half blend.
+    inner = np.abs(overlay - blend).max(axis=2) <= 2
+    inner[:, 28:34] = inner[:3] = inner[-3:] = inner[:, :3] = inner[:, -3:] = True
+    assert inner.all()
+    named = draw_overlay(image, labels, METADATA, alpha=0.5, names=True)
+    assert (np.abs(named - blend).max(axis=2) > 2).mean() > 0.05  # outlines and names
+
+
+def test_side_by_side_needs_one_height():
+    a, b = np.zeros((4, 5, 3), np.uint8), np.ones((4, 3, 3), np.uint8)
+    panel = side_by_side(a, b)
+    assert panel.shape == (4, 8, 3) and (panel[:, 5:] == 1).all()
+    with pytest.raises(ValueError, match=r"heights \[4, 6\]"):
+        side_by_side(a, np.zeros((6, 5, 3), np.uint8))
+
+
+def test_prior_panels_show_each_stage_and_the_prediction():
+    image = np.zeros((32, 64, 3), dtype=np.uint8)
+    stage_priors = {}
+    for i, name in enumerate(["res2", "res3", "res4", "res5"]):
+        size = (32 // 2 ** (i + 2), 64 // 2 ** (i + 2))
+        prior = torch.zeros(3, *size)
+        prior[1, :, : size[1] // 2] = 1.0  # left half green, right half red
+        stage_priors[name] = prior
+    sem_prior = torch.zeros(3, 32, 64)
+    sem_prior[2] = 1.0
+    labels = torch.ones(32, 64, dtype=torch.int64)
+    panels = prior_panels(image, labels, sem_prior, stage_priors, METADATA)
+    titles = [title for title, _ in panels]
+    assert titles == [
+        "input",
+        "res2 prior",
+        "res3 prior",
+        "res4 prior",
+        "res5 prior",
+        "aggregated prior",
+        "prediction",
+    ]
+    assert all(panel.shape == (32, 64, 3) for _, panel in panels)
+    for _, panel in panels[1:5]:
+        assert (panel[:, :32] == GREEN).all() and (panel[:, 32:] == RED).all()
+    assert (panels[5][1] == BLUE).all() and (panels[6][1] == GREEN).all()
+    without_aggregate = prior_panels(image, labels, None, stage_priors, METADATA)
+    assert [title for title, _ in without_aggregate] == titles[:5] + titles[6:]
+
+
+def test_compose_panels_places_titled_tiles_in_a_grid():
+    colors = generated_colors(7)
+    panels = [(f"p{i}", np.full((10, 20, 3), color, np.uint8)) for i, color in enumerate(colors)]
+    figure = compose_panels(panels, tile_size=40, columns=4)
+    cell_h, cell_w = TITLE_HEIGHT + 20, 40
+    assert figure.shape == (2 * cell_h + PANEL_GAP, 4 * cell_w + 3 * PANEL_GAP, 3)
+    for i, color in enumerate(colors):
+        top, left = (i // 4) * (cell_h + PANEL_GAP), (i % 4) * (cell_w + PANEL_GAP)
+        tile = figure[top + TITLE_HEIGHT : top + cell_h, left : left + cell_w]
+        assert (tile == color).all()
+        assert (figure[top : top + TITLE_HEIGHT, left : left + cell_w] < 255).any()  # title text
+    assert (figure[2 * cell_h :, 3 * (cell_w + PANEL_GAP) :] == 255).all()  # empty 8th cell
+    with pytest.raises(ValueError, match="at least one panel"):
+        compose_panels([])
+    with pytest.raises(ValueError, match="one size"):
+        compose_panels([("a", np.zeros((4, 4, 3), np.uint8)), ("b", np.zeros((5, 4, 3), np.uint8))])
+
+
+def test_legend_lists_the_classes_in_rows():
+    legend = draw_legend([2, 0], METADATA, width=200, entry_width=100)
+    assert legend.shape == (TITLE_HEIGHT, 200, 3)
+    assert (legend[8:14, 6:12] == BLUE).all() and (legend[8:14, 106:112] == RED).all()
+    assert draw_legend([0, 1, 2], METADATA, width=200, entry_width=100).shape[0] == 2 * TITLE_HEIGHT
+    long_name = Metadata(name="long", stuff_classes=["x" * 80, "y"], stuff_colors=[RED, BLUE])
+    legend = draw_legend([0, 1], long_name, width=200, entry_width=100)
+    # The long name is cut short of the next entry: white before the second swatch.
+    assert (legend[:, 96:102] == 255).all() and (legend[8:14, 106:112] == BLUE).all()
+
+
+def test_priors_figure_is_the_panel_grid_over_a_legend_of_the_classes_shown():
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    stage_priors = {"res5": torch.tensor([[[0.0]], [[0.0]], [[1.0]]])}  # all blue
+    labels = torch.zeros(32, 32, dtype=torch.int64)
+    labels[:4] = 1  # mostly red, some green
+    figure = draw_priors_figure(
+        image, labels, None, stage_priors, METADATA, tile_size=32, columns=3
+    )
+    grid = compose_panels(prior_panels(image, labels, None, stage_priors, METADATA), 32, 3)
+    assert np.array_equal(figure[: grid.shape[0]], grid)
+    legend = figure[grid.shape[0] :]
+    assert np.array_equal(legend, draw_legend([0, 1, 2], METADATA, grid.shape[1]))
+
+
+def test_saved_images_and_labels_read_back(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    save_image(tmp_path / "image.png", image)
+    assert np.array_equal(cv2.imread(str(tmp_path / "image.png"))[:, :, ::-1], image)
+    labels = torch.randint(0, 150, (6, 7))
+    save_label_png(tmp_path / "labels.png", labels)
+    read = cv2.imread(str(tmp_path / "labels.png"), cv2.IMREAD_UNCHANGED)
+    assert read.dtype == np.uint8 and np.array_equal(read, labels.numpy())
+    many = np.array([[0, 300], [1000, 5]])
+    save_label_png(tmp_path / "many.png", many)
+    read = cv2.imread(str(tmp_path / "many.png"), cv2.IMREAD_UNCHANGED)
+    assert read.dtype == np.uint16 and np.array_equal(read, many)
+    with pytest.raises(ValueError, match="bad.png"):
+        save_label_png(tmp_path / "bad.png", np.array([[-1, 0]]))
+    with pytest.raises(OSError, match="could not write image file"):
+        save_image(tmp_path / "missing_dir" / "x.png", image)
