@@ -26,3 +26,9 @@ test: lint
 
 test-fast: env
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The README's main command: generate the quick-start data set if absent, train a small SeMask
+# model on it on the CPU, evaluate, and write visualisations (see tools/quickstart.py).
+.PHONY: quickstart
+quickstart: env
+	$(BIN)/python tools/quickstart.py

@@ -31,6 +31,20 @@ def test_stand_in_ops_raise_a_clear_error_naming_the_op():
     assert not hasattr(stand_in, "__file__")  # inspect and pickle must not see fake dunders
 
 
+def test_environment_report_works_with_the_stand_in():
+    from detectron2.utils.collect_env import collect_env_info
+
+    stand_in = compat.MissingCompiledOps(compat.C_EXTENSION)
+    assert stand_in.get_compiler_version() == compat.NOT_COMPILED
+    assert not stand_in.has_cuda()
+    report = collect_env_info()
+    assert "detectron2" in report
+    from detectron2 import _C
+
+    if isinstance(_C, compat.MissingCompiledOps):
+        assert compat.NOT_COMPILED in report
+
+
 def test_c_stand_in_is_installed_only_when_the_extension_is_missing():
     modules = {}
     missing = {"detectron2": object(), compat.C_EXTENSION: None}

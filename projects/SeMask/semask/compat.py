@@ -7,6 +7,7 @@ older numpy/Pillow are left exactly as they are:
 
 * ``detectron2._C``: a stand-in module whose ops raise :class:`MissingCompiledOpError`, naming
   the op, when called. SeMask itself needs none of them (its deformable ops are pure PyTorch).
+  detectron2's environment report (``default_setup``) works and says nothing was compiled.
 * ``np.int``, ``np.float``, ``np.bool``: removed in numpy 1.24, still used by detectron2 0.6.
 * ``PIL.Image.LINEAR``: removed in Pillow 10, still used by detectron2 0.6.
 """
@@ -21,6 +22,7 @@ from PIL import Image
 
 C_EXTENSION = "detectron2._C"
 NUMPY_ALIASES: Dict[str, type] = {"int": int, "float": float, "bool": bool}
+NOT_COMPILED = "not compiled (pure-Python detectron2, semask.compat stand-in)"
 
 
 class MissingCompiledOpError(RuntimeError):
@@ -28,7 +30,20 @@ class MissingCompiledOpError(RuntimeError):
 
 
 class MissingCompiledOps(types.ModuleType):
-    """Stand-in for ``detectron2._C``: every attribute is an op that raises when called."""
+    """Stand-in for ``detectron2._C``: every op raises when called; the build queries of
+    detectron2's environment report (``collect_env_info``) answer that nothing was compiled."""
+
+    @staticmethod
+    def get_compiler_version() -> str:
+        return NOT_COMPILED
+
+    @staticmethod
+    def get_cuda_version() -> str:
+        return NOT_COMPILED
+
+    @staticmethod
+    def has_cuda() -> bool:
+        return False
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("__"):

@@ -1,0 +1,136 @@
+"""The SeMask trainer: detectron2's DefaultTrainer with the official recipe, and ``setup_cfg``."""
+
+import argparse
+import logging
+import os
+import weakref
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import MetadataCatalog, build_detection_train_loader
+from detectron2.engine import (
+    DefaultTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+    default_setup,
+)
+from detectron2.evaluation import (
+    CityscapesSemSegEvaluator,
+    DatasetEvaluator,
+    DatasetEvaluators,
+    SemSegEvaluator,
+)
+from detectron2.projects.deeplab import build_lr_scheduler
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch import nn
+
+from .. import add_semask_config
+from ..data import MaskFormerSemanticDatasetMapper
+from ..modeling.meta_arch import SemanticSegmentorWithTTA
+from .amp import MixedPrecisionTrainer, amp_dtype
+from .optim import build_optimizer
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with SeMask's mapper, optimizer, poly LR schedule, evaluators, mixed
+    precision (``SOLVER.AMP``) and DDP on CPUs (gloo) as well as GPUs."""
+
+    def __init__(self, cfg: CfgNode) -> None:
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        device_type = torch.device(cfg.MODEL.DEVICE).type
+        ddp_kwargs = {} if device_type == "cuda" else {"device_ids": None}
+        model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
+        dtype = amp_dtype(cfg)
+        if dtype is None:
+            self._trainer = SimpleTrainer(model, data_loader, optimizer)
+        else:
+            self._trainer = MixedPrecisionTrainer(
+                model, data_loader, optimizer, dtype=dtype, device_type=device_type
+            )
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer) -> Any:
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode) -> Any:
+        return build_detection_train_loader(cfg, mapper=MaskFormerSemanticDatasetMapper(cfg, True))
+
+    @classmethod
+    def build_evaluator(
+        cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
+    ) -> DatasetEvaluator:
+        """SemSegEvaluator, or the Cityscapes evaluator, by the data set's ``evaluator_type``."""
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
+        if evaluator_type == "sem_seg":
+            evaluator = SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
+        elif evaluator_type == "cityscapes_sem_seg":
+            evaluator = CityscapesSemSegEvaluator(dataset_name)
+        else:
+            raise ValueError(
+                f"no semantic-segmentation evaluator for data set {dataset_name!r} "
+                f"(its evaluator_type is {evaluator_type!r})"
+            )
+        return DatasetEvaluators([evaluator])
+
+    @classmethod
+    def test_with_TTA(cls, cfg: CfgNode, model: nn.Module) -> Dict[str, Any]:
+        """Evaluate with multi-scale + flip test-time augmentation (``TEST.AUG``)."""
+        logging.getLogger(__name__).info("Running inference with test-time augmentation ...")
+        evaluators = [
+            cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA"))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, SemanticSegmentorWithTTA(cfg, model), evaluators)
+        return OrderedDict((f"{task}_TTA", value) for task, value in results.items())
+
+
+def build_cfg(config_file: str, opts: List[str]) -> CfgNode:
+    """A frozen config: detectron2 defaults + SeMask keys + ``config_file`` + ``opts``.
+
+    A CUDA ``MODEL.DEVICE`` falls back to ``cpu`` when no GPU is available.
+    """
+    cfg = get_cfg()
+    add_semask_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning("CUDA is not available: MODEL.DEVICE set to cpu")
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    return cfg
+
+
+def setup_cfg(args: argparse.Namespace) -> CfgNode:
+    """Build the config from command-line ``args`` (detectron2's argument parser) and set up the
+    run with detectron2's ``default_setup``: output folder, loggers (``semask``'s too), environment
+    report, ``config.yaml`` in the output folder, seeds."""
+    cfg = build_cfg(args.config_file, args.opts)
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="semask")
+    return cfg
