@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from semask.io import atomic_path
+
 SPLITS = ("training", "validation")
 
 
@@ -41,7 +43,8 @@ def prepare_ade20k(root: Path) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         for path in tqdm(sorted(in_dir.glob("*.png")), desc=f"ADE20K {split}"):
             label = np.asarray(Image.open(path))
-            Image.fromarray(convert_ade20k_label(label)).save(out_dir / path.name)
+            with atomic_path(out_dir / path.name) as tmp:
+                Image.fromarray(convert_ade20k_label(label)).save(tmp)
             written += 1
     return written
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 import semask  # noqa: F401  (first: applies semask.compat before detectron2 is used)
 from semask.data.builtin import COCO_STUFF_10K_SPLITS, COCO_STUFF_IDS
+from semask.io import atomic_path
 
 IGNORE_LABEL = 255
 
@@ -62,8 +63,10 @@ def prepare_coco_stuff_10k(root: Path) -> int:
             if "S" not in mat:
                 raise KeyError(f"{mat_file} has no label map 'S'")
             label = convert_coco_stuff_label(np.asarray(mat["S"]))
-            Image.fromarray(label).save(label_dir / f"{name}.png")
-            shutil.copyfile(base / "images" / f"{name}.jpg", image_dir / f"{name}.jpg")
+            with atomic_path(label_dir / f"{name}.png") as tmp:
+                Image.fromarray(label).save(tmp)
+            with atomic_path(image_dir / f"{name}.jpg") as tmp:
+                shutil.copyfile(base / "images" / f"{name}.jpg", tmp)
             written += 1
     return written
 

@@ -32,6 +32,7 @@ from detectron2.utils.visualizer import Visualizer
 
 from semask.data.quickstart import generate, is_generated
 from semask.engine import Trainer, launch, setup_cfg
+from semask.io import atomic_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart" / "semask_swin_mask2former_quickstart.yaml"
@@ -61,7 +62,8 @@ def write_visualizations(
         panels = [image.repeat(VIS_SCALE, 0).repeat(VIS_SCALE, 1)]
         panels += [draw(image, labels, metadata) for labels in (truth, prediction)]
         path = out_dir / f"{Path(record['file_name']).stem}.png"
-        Image.fromarray(np.concatenate(panels, axis=1)).save(path)
+        with atomic_path(path) as tmp:
+            Image.fromarray(np.concatenate(panels, axis=1)).save(tmp)
         written.append(path)
     return written
 
@@ -95,7 +97,8 @@ def run(args: argparse.Namespace, data_root: Path, start: float) -> None:
         "processes": comm.get_world_size(),
     }
     metrics_file = output_dir / "quickstart_results.json"
-    metrics_file.write_text(json.dumps(summary, indent=2))
+    with atomic_path(metrics_file) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
 
     print(f"\nSeMask quick-start finished in {summary['total_minutes']:.1f} min")
     print(f"  mIoU on {dataset_name}: {summary['mIoU']:.2f} (pixel accuracy {results['pACC']:.2f})")

@@ -18,6 +18,8 @@ from detectron2.data.catalog import Metadata
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
+from .io import atomic_path
+
 logger = logging.getLogger(__name__)
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -267,8 +269,9 @@ def draw_legend(
 
 def save_image(path: Union[str, Path], image: np.ndarray) -> None:
     """Write an RGB ``image`` [H, W, 3] uint8 to ``path`` (format from the suffix)."""
-    if not cv2.imwrite(str(path), np.ascontiguousarray(image[:, :, ::-1])):
-        raise OSError(f"could not write image file {path}")
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(image[:, :, ::-1])):
+            raise OSError(f"could not write image file {path}")
 
 
 def save_label_png(path: Union[str, Path], labels: ArrayLike) -> None:
@@ -279,5 +282,6 @@ def save_label_png(path: Union[str, Path], labels: ArrayLike) -> None:
             f"labels for {path} must lie in [0, 65535], got {labels.min()}..{labels.max()}"
         )
     dtype = np.uint8 if labels.size == 0 or labels.max() <= 255 else np.uint16
-    if not cv2.imwrite(str(path), labels.astype(dtype)):
-        raise OSError(f"could not write label file {path}")
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), labels.astype(dtype)):
+            raise OSError(f"could not write label file {path}")

@@ -20,6 +20,8 @@ from typing import Dict, Tuple
 import cv2
 import numpy as np
 
+from ..io import atomic_path
+
 QUICKSTART_CLASSES: Tuple[str, ...] = (
     "background",
     "disc",
@@ -173,10 +175,10 @@ def generate(
             rng = np.random.default_rng([seed, split_index, index])
             image, labels = make_sample(rng, size)
             name = f"quickstart_{SPLITS[split]}_{index:05d}"
-            cv2.imwrite(
-                str(image_dir / f"{name}.jpg"), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95]
-            )
-            cv2.imwrite(str(label_dir / f"{name}.png"), labels)
+            with atomic_path(image_dir / f"{name}.jpg") as tmp:
+                cv2.imwrite(str(tmp), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+            with atomic_path(label_dir / f"{name}.png") as tmp:
+                cv2.imwrite(str(tmp), labels)
     return root
 
 

@@ -8,7 +8,6 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import (
@@ -31,6 +30,7 @@ from torch import nn
 
 from .. import add_semask_config
 from ..data import MaskFormerSemanticDatasetMapper
+from ..io import AtomicCheckpointer
 from ..modeling.meta_arch import SemanticSegmentorWithTTA
 from .amp import MixedPrecisionTrainer, amp_dtype
 from .optim import build_optimizer
@@ -59,9 +59,7 @@ class Trainer(DefaultTrainer):
                 model, data_loader, optimizer, dtype=dtype, device_type=device_type
             )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(
-            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
-        )
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
