@@ -16,6 +16,9 @@ def test_atomic_path_replaces_on_success(tmp_path):
         assert target.read_text() == "old"
     assert target.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+    plain = tmp_path / "plain.json"
+    plain.write_text("")
+    assert target.stat().st_mode == plain.stat().st_mode
 
 
 def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
