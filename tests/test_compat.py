@@ -24,6 +24,32 @@ def test_import_semask_works_without_compiled_ops():
     assert result.stdout.split()[-1] in ("compiled", "MissingCompiledOps")
 
 
+def test_import_semask_registers_its_components():
+    from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY
+
+    from semask.modeling.pixel_decoder import PIXEL_DECODER_REGISTRY
+    from semask.modeling.transformer_decoder import TRANSFORMER_DECODER_REGISTRY
+
+    expected = {
+        BACKBONE_REGISTRY: ["D2SeMaskSwinTransformer", "D2SwinTransformer", "D2SeMaskMiT"],
+        SEM_SEG_HEADS_REGISTRY: ["BranchMaskFormerHead"],
+        META_ARCH_REGISTRY: ["SeMaskMaskFormer", "SeMaskFPN"],
+        PIXEL_DECODER_REGISTRY: [
+            "BasePixelDecoder",
+            "MSDeformAttnPixelDecoder",
+            "PixelFANDecoder",
+            "MSDeformAttnPixelFANDecoder",
+        ],
+        TRANSFORMER_DECODER_REGISTRY: [
+            "MultiScaleMaskedTransformerDecoder",
+            "StandardTransformerDecoder",
+        ],
+    }
+    for registry, names in expected.items():
+        for name in names:
+            assert registry.get(name) is not None
+
+
 def test_stand_in_ops_raise_a_clear_error_naming_the_op():
     stand_in = compat.MissingCompiledOps(compat.C_EXTENSION)
     with pytest.raises(compat.MissingCompiledOpError, match=r"detectron2\._C\.nms_rotated"):
