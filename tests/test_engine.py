@@ -229,9 +229,17 @@ def test_setup_cfg_writes_config(tmp_path):
 
 
 def test_evaluators_by_type(tmp_path):
+    generate(tmp_path / "data", num_train=1, num_val=1, size=32)
+    register_sem_seg(
+        "engine_evaluator_val",
+        str(tmp_path / "data/images/validation"),
+        str(tmp_path / "data/annotations/validation"),
+        QUICKSTART_CLASSES,
+        QUICKSTART_COLORS,
+    )
     cfg = semask_cfg()
     cfg.OUTPUT_DIR = str(tmp_path)
-    evaluator = Trainer.build_evaluator(cfg, "quickstart_sem_seg_val")
+    evaluator = Trainer.build_evaluator(cfg, "engine_evaluator_val")
     assert isinstance(evaluator._evaluators[0], SemSegEvaluator)
     evaluator = Trainer.build_evaluator(cfg, "cityscapes_fine_sem_seg_val")
     assert isinstance(evaluator._evaluators[0], CityscapesSemSegEvaluator)
