@@ -42,7 +42,7 @@ def test_coco_stuff_classes():
 
 def test_palette_is_distinct():
     colours = palette(171)
-    assert len(set(colours)) == 171
+    assert len({tuple(colour) for colour in colours}) == 171
 
 
 def test_quickstart_split_loads(tmp_path):

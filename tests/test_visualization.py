@@ -9,6 +9,7 @@ import torch
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 
+from semask.data.builtin import palette
 from semask.visualization import (
     PANEL_GAP,
     TITLE_HEIGHT,
@@ -17,7 +18,6 @@ from semask.visualization import (
     draw_legend,
     draw_overlay,
     draw_priors_figure,
-    generated_colors,
     prior_panels,
     resolve_metadata,
     save_image,
@@ -44,14 +44,14 @@ def test_resolve_metadata_fills_in_what_the_dataset_lacks(caplog):
     with caplog.at_level(logging.WARNING):
         metadata = resolve_metadata("vis_test_partial", 3)
     assert metadata.stuff_classes == ["sky", "class 1", "class 2"]
-    assert metadata.stuff_colors == generated_colors(3)
+    assert metadata.stuff_colors == palette(3)
     assert "names 1 of 3 classes" in caplog.text and "colours for 0 of 3" in caplog.text
     assert MetadataCatalog.get("vis_test_partial").stuff_classes == ["sky"]
 
 
 def test_generated_colors_are_distinct_and_stable():
-    colors = generated_colors(200)
-    assert colors == generated_colors(200) and len(colors) == 200
+    colors = palette(200)
+    assert colors == palette(200) and len(colors) == 200
     assert len({tuple(color) for color in colors}) == 200
     assert all(0 <= value <= 255 for color in colors for value in color)
 
@@ -129,7 +129,7 @@ def test_prior_panels_show_each_stage_and_the_prediction():
 
 
 def test_compose_panels_places_titled_tiles_in_a_grid():
-    colors = generated_colors(7)
+    colors = palette(7)
     panels = [(f"p{i}", np.full((10, 20, 3), color, np.uint8)) for i, color in enumerate(colors)]
     figure = compose_panels(panels, tile_size=40, columns=4)
     cell_h, cell_w = TITLE_HEIGHT + 20, 40

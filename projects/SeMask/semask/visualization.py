@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
-from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
+from .data.builtin import palette
 from .io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -30,17 +30,6 @@ PANEL_GAP = 4
 BACKGROUND = (255, 255, 255)
 NAMES_MIN_SIDE = 160
 LEGEND_SCALE = 0.45
-
-
-def generated_colors(num_classes: int) -> List[List[int]]:
-    """``num_classes`` distinct RGB colours: detectron2's palette, then seeded random ones."""
-    colors = list(dict.fromkeys(map(tuple, colormap(rgb=True, maximum=255).round().astype(int))))
-    rng = np.random.default_rng(0)
-    while len(colors) < num_classes:
-        color = tuple(int(value) for value in rng.integers(0, 256, size=3))
-        if color not in colors:
-            colors.append(color)
-    return [[int(value) for value in color] for color in colors[:num_classes]]
 
 
 def resolve_metadata(dataset_name: Optional[str], num_classes: int) -> Metadata:
@@ -68,7 +57,7 @@ def resolve_metadata(dataset_name: Optional[str], num_classes: int) -> Metadata:
             f"dataset {dataset_name!r} has colours for {len(colors)} of {num_classes} classes; "
             "the others are generated"
         )
-        colors += generated_colors(num_classes)[len(colors) :]
+        colors += palette(num_classes)[len(colors) :]
     return Metadata(name=dataset_name or "N/A", stuff_classes=classes, stuff_colors=colors)
 
 

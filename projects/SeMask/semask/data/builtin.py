@@ -8,13 +8,14 @@
 Layouts are described in ``datasets/README.md``.
 """
 
-import colorsys
 import os
 from typing import List, Sequence, Tuple
 
+import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+from detectron2.utils.colormap import colormap
 
 from .quickstart import QUICKSTART_CLASSES, QUICKSTART_COLORS
 
@@ -42,15 +43,16 @@ QUICKSTART_SPLITS = {"train": "training", "val": "validation"}
 COCO_STUFF_10K_SPLITS = ("train", "test")
 
 
-def palette(num_classes: int) -> List[Tuple[int, int, int]]:
-    """``num_classes`` distinct RGB colours (hues spread by the golden ratio), deterministic."""
-    colours = []
-    for index in range(num_classes):
-        hue = (index * 0.618033988749895) % 1.0
-        value = 0.95 - 0.3 * ((index // 7) % 2)
-        red, green, blue = colorsys.hsv_to_rgb(hue, 0.75, value)
-        colours.append((int(red * 255), int(green * 255), int(blue * 255)))
-    return colours
+def palette(num_classes: int) -> List[List[int]]:
+    """``num_classes`` distinct RGB colours, deterministic: detectron2's colour map, then seeded
+    random colours."""
+    colours = list(dict.fromkeys(map(tuple, colormap(rgb=True, maximum=255).round().astype(int))))
+    rng = np.random.default_rng(0)
+    while len(colours) < num_classes:
+        colour = tuple(int(value) for value in rng.integers(0, 256, size=3))
+        if colour not in colours:
+            colours.append(colour)
+    return [[int(value) for value in colour] for colour in colours[:num_classes]]
 
 
 def register_sem_seg(
@@ -101,7 +103,7 @@ def add_missing_colours(names: Sequence[str]) -> None:
     for name in names:
         metadata = MetadataCatalog.get(name)
         if not hasattr(metadata, "stuff_colors"):
-            metadata.stuff_colors = [list(c) for c in palette(len(metadata.stuff_classes))]
+            metadata.stuff_colors = palette(len(metadata.stuff_classes))
 
 
 def register_all(root: str) -> None:
