@@ -20,18 +20,16 @@ from typing import Iterator, List, Optional, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
 import semask  # noqa: F401  (applies semask.compat before detectron2 is used)
 
 # isort: split
-from detectron2.config import CfgNode, get_cfg
 from detectron2.data.catalog import Metadata
 from detectron2.utils.logger import setup_logger
 
 import semask.data  # noqa: F401  (registers the data sets and their metadata)
-from semask import add_semask_config
+from semask.engine import build_cfg
 from semask.predictor import SemanticPrediction, SeMaskPredictor, as_bgr_uint8
 from semask.visualization import (
     draw_overlay,
@@ -82,19 +80,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             args.opts = args.input[first_key:] + args.opts
             args.input = args.input[:first_key]
     return args
-
-
-def setup_cfg(args: argparse.Namespace) -> CfgNode:
-    """The frozen config of --config-file and the overrides; no CUDA: MODEL.DEVICE cpu."""
-    cfg = get_cfg()
-    add_semask_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available: using cpu")
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    return cfg
 
 
 def expand_inputs(patterns: Sequence[str]) -> Tuple[List[Path], List[str]]:
@@ -288,7 +273,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Inputs, the video source and MODEL.WEIGHTS are checked before any image is processed.
     """
     args = parse_args(argv)
-    cfg = setup_cfg(args)
+    cfg = build_cfg(args.config_file, args.opts)
     if args.input:
         paths, unmatched = expand_inputs(args.input)
         for pattern in unmatched:

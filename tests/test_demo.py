@@ -13,6 +13,7 @@ from detectron2.data.catalog import Metadata
 from test_predictor import NUM_CLASSES
 
 from semask.data.quickstart import make_sample
+from semask.engine import build_cfg
 from semask.visualization import (
     PANEL_GAP,
     TITLE_HEIGHT,
@@ -256,7 +257,8 @@ def test_bad_weights_stop_before_any_image(config_file, image_dir, tmp_path):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: str(path.relative_to(REPO_ROOT)))
 def test_every_config_sets_up_with_its_data_set_classes(config, caplog):
-    cfg = demo.setup_cfg(demo.parse_args(["--config-file", str(config), "--input", "x.png"]))
+    args = demo.parse_args(["--config-file", str(config), "--input", "x.png"])
+    cfg = build_cfg(args.config_file, args.opts)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         metadata = resolve_metadata(cfg.DATASETS.TEST[0], cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
