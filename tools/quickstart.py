@@ -28,21 +28,15 @@ import semask  # noqa: F401  (first: applies semask.compat before detectron2 is 
 # isort: split
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.utils import comm
-from detectron2.utils.visualizer import Visualizer
 
 from semask.data.quickstart import generate, is_generated
 from semask.engine import Trainer, launch, setup_cfg
 from semask.io import atomic_path
+from semask.visualization import draw_overlay, save_image, side_by_side
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart" / "semask_swin_mask2former_quickstart.yaml"
 VIS_SCALE = 4
-
-
-def draw(image: np.ndarray, labels: np.ndarray, metadata: Any) -> np.ndarray:
-    """uint8 [H, W, 3] RGB ``image`` with ``labels`` ([H, W] class ids) painted over it."""
-    visualizer = Visualizer(image, metadata, scale=VIS_SCALE)
-    return visualizer.draw_sem_seg(labels, alpha=0.6).get_image()
 
 
 @torch.no_grad()
@@ -59,11 +53,14 @@ def write_visualizations(
         image = np.asarray(Image.open(record["file_name"]).convert("RGB"))
         truth = np.asarray(Image.open(record["sem_seg_file_name"]))
         prediction = model([mapper(record)])[0]["sem_seg"].argmax(0).cpu().numpy()
-        panels = [image.repeat(VIS_SCALE, 0).repeat(VIS_SCALE, 1)]
-        panels += [draw(image, labels, metadata) for labels in (truth, prediction)]
+        image, truth, prediction = (
+            array.repeat(VIS_SCALE, 0).repeat(VIS_SCALE, 1) for array in (image, truth, prediction)
+        )
+        overlays = [
+            draw_overlay(image, labels, metadata, 0.6, True) for labels in (truth, prediction)
+        ]
         path = out_dir / f"{Path(record['file_name']).stem}.png"
-        with atomic_path(path) as tmp:
-            Image.fromarray(np.concatenate(panels, axis=1)).save(tmp)
+        save_image(path, side_by_side(image, *overlays))
         written.append(path)
     return written
 
