@@ -29,8 +29,9 @@ from detectron2.data.catalog import Metadata
 from detectron2.utils.logger import setup_logger
 
 import semask.data  # noqa: F401  (registers the data sets and their metadata)
+from semask.data import image_io
 from semask.engine import build_cfg
-from semask.predictor import SemanticPrediction, SeMaskPredictor, as_bgr_uint8
+from semask.predictor import SemanticPrediction, SeMaskPredictor
 from semask.visualization import (
     draw_overlay,
     draw_priors_figure,
@@ -105,15 +106,12 @@ def expand_inputs(patterns: Sequence[str]) -> Tuple[List[Path], List[str]]:
 
 
 def read_image(path: Path) -> Optional[np.ndarray]:
-    """BGR uint8 [H, W, 3] image of ``path``, or None (logged, naming the file) if unreadable."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        logger.error(f"skipping {path}: not a readable image file")
-        return None
+    """BGR uint8 [H, W, 3] image of ``path`` (by :func:`semask.data.image_io.read_image`: EXIF
+    orientation applied), or None (logged, naming the file) if unreadable or truncated."""
     try:
-        return as_bgr_uint8(image)
-    except ValueError as error:
-        logger.error(f"skipping {path}: {error}")
+        return image_io.read_image(str(path), format="BGR")
+    except image_io.ImageReadError as error:
+        logger.error(f"skipping {error}")
         return None
 
 

@@ -9,6 +9,8 @@ from detectron2.data import transforms as T
 
 from semask.data import MaskFormerSemanticDatasetMapper, build_semantic_augmentations
 
+NUM_CLASSES = 8
+
 
 def _write_sample(tmp_path, image, label):
     image_file = tmp_path / "image.jpg"
@@ -29,6 +31,7 @@ def _mapper(augmentations, size_divisibility=-1, with_masks=True):
         augmentations=augmentations,
         image_format="RGB",
         ignore_label=255,
+        num_classes=NUM_CLASSES,
         size_divisibility=size_divisibility,
         with_masks=with_masks,
     )
@@ -127,7 +130,12 @@ def test_rejects_missing_labels_and_inference_use(tmp_path):
     with pytest.raises(ValueError, match="sem_seg_file_name"):
         mapper({"file_name": "x.jpg", "height": 1, "width": 1})
     eval_mapper = MaskFormerSemanticDatasetMapper(
-        False, augmentations=[], image_format="RGB", ignore_label=255, size_divisibility=-1
+        False,
+        augmentations=[],
+        image_format="RGB",
+        ignore_label=255,
+        num_classes=NUM_CLASSES,
+        size_divisibility=-1,
     )
     with pytest.raises(ValueError, match="training only"):
         eval_mapper({"file_name": "x.jpg"})

@@ -8,6 +8,7 @@ def add_semask_config(cfg: CN) -> None:
     """Add every key SeMask reads to ``cfg`` (in place), including DeepLab's poly-LR keys."""
     add_deeplab_config(cfg)
     _add_input_config(cfg)
+    _add_data_config(cfg)
     _add_solver_config(cfg)
     _add_swin_config(cfg)
     _add_mit_config(cfg)
@@ -26,6 +27,14 @@ def _add_input_config(cfg: CN) -> None:
     cfg.INPUT.IMAGE_SIZE = 1024
     cfg.INPUT.MIN_SCALE = 0.1
     cfg.INPUT.MAX_SCALE = 2.0
+
+
+def _add_data_config(cfg: CN) -> None:
+    # A bad training sample (unreadable or truncated file, image/label size mismatch, label values
+    # neither a class id nor the ignore label): "error" stops with a message naming the file,
+    # "skip" logs a warning, uses another sample and reports the count at the end of training.
+    # Evaluation is always "error" (a skipped image would change the metric).
+    cfg.DATALOADER.BAD_SAMPLE_POLICY = "error"
 
 
 def _add_solver_config(cfg: CN) -> None:

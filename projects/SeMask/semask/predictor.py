@@ -14,6 +14,7 @@ from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 
+from .data.image_io import as_bgr_uint8
 from .visualization import resolve_metadata
 
 logger = logging.getLogger(__name__)
@@ -23,29 +24,6 @@ STAGE_NAMES = ("res2", "res3", "res4", "res5")
 
 class WeightsError(ValueError):
     """``MODEL.WEIGHTS`` is missing, unreadable or does not fit the model."""
-
-
-def as_bgr_uint8(image: np.ndarray) -> np.ndarray:
-    """Any image as ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` returns it -> BGR uint8 [H, W, 3].
-
-    Grayscale ([H, W] or [H, W, 1]) is repeated to three channels, the alpha channel of BGRA is
-    dropped, 16-bit values are scaled by 255/65535 and floating-point values are read as [0, 1].
-    """
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(
-            f"expected an image [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got {image.shape}"
-        )
-    if image.dtype == np.uint16:
-        image = np.round(image.astype(np.float64) / 257.0).astype(np.uint8)
-    elif np.issubdtype(image.dtype, np.floating):
-        image = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise ValueError(f"unsupported image dtype {image.dtype} (expected uint8, uint16 or float)")
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    return np.ascontiguousarray(image[:, :, :3])
 
 
 def resolve_weights(weights: str) -> Optional[str]:

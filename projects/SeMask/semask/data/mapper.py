@@ -1,8 +1,10 @@
-"""Training dataset mapper for semantic segmentation with mask-classification targets."""
+"""Dataset mappers for semantic segmentation: training (mask-classification targets) and
+evaluation, both reading with :mod:`semask.data.image_io` and checking every label map."""
 
 import copy
 import logging
-from typing import Any, Dict, List, Union
+import multiprocessing
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -14,12 +16,114 @@ from detectron2.data import transforms as T
 from detectron2.projects.point_rend.color_augmentation import ColorAugSSDTransform
 from detectron2.structures import BitMasks, Instances
 
+from .image_io import DataError, read_image, read_label
 from .targets import sem_seg_to_masks
 
-__all__ = ["MaskFormerSemanticDatasetMapper", "build_semantic_augmentations"]
+__all__ = [
+    "BadSampleCounter",
+    "MaskFormerSemanticDatasetMapper",
+    "SemanticEvalMapper",
+    "build_semantic_augmentations",
+    "read_labelled_sample",
+    "training_bad_samples",
+]
+
+logger = logging.getLogger(__name__)
 
 # Value of padded image pixels (before normalisation), as in the official recipe.
 IMAGE_PAD_VALUE = 128
+BAD_SAMPLE_POLICIES = ("error", "skip")
+# Offending label values listed in an error message.
+MAX_LISTED_VALUES = 8
+
+
+class BadSampleCounter:
+    """A count shared by the process that creates it and its DataLoader worker processes."""
+
+    def __init__(self) -> None:
+        self._value = multiprocessing.Value("q", 0)
+
+    def increment(self) -> int:
+        """Add one; the new count."""
+        with self._value.get_lock():
+            self._value.value += 1
+            return self._value.value
+
+    def reset(self) -> None:
+        with self._value.get_lock():
+            self._value.value = 0
+
+    @property
+    def count(self) -> int:
+        return self._value.value
+
+
+_TRAINING_BAD_SAMPLES: Optional[BadSampleCounter] = None
+
+
+def training_bad_samples() -> BadSampleCounter:
+    """The count of training samples skipped in this process and its workers (policy "skip").
+
+    Training mappers keep a reference to it, so that workers count into the main process' counter
+    whichever way they are started (fork or spawn).
+    """
+    global _TRAINING_BAD_SAMPLES
+    if _TRAINING_BAD_SAMPLES is None:
+        _TRAINING_BAD_SAMPLES = BadSampleCounter()
+    return _TRAINING_BAD_SAMPLES
+
+
+def check_label_values(label: np.ndarray, label_file: str, num_classes: int, ignore_label: int):
+    """Raise :class:`DataError` naming ``label_file`` and the first offending values if ``label``
+    [H, W] holds values that are neither a class id ``0..num_classes-1`` nor ``ignore_label``."""
+    valid = ((label >= 0) & (label < num_classes)) | (label == ignore_label)
+    if valid.all():
+        return
+    bad = np.unique(label[~valid])
+    listed = ", ".join(str(v) for v in bad[:MAX_LISTED_VALUES])
+    more = f", ... ({len(bad)} values in all)" if len(bad) > MAX_LISTED_VALUES else ""
+    raise DataError(
+        f"label map {label_file} has values that are neither a class id 0..{num_classes - 1} "
+        f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES {num_classes}) nor the ignore label {ignore_label}: "
+        f"{listed}{more}"
+    )
+
+
+def read_labelled_sample(
+    dataset_dict: Dict[str, Any], image_format: str, num_classes: int, ignore_label: int
+) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The image uint8 [H, W, 3] and, if the dict has ``sem_seg_file_name``, the checked label map
+    int64 [H, W] of a dataset dict, before any augmentation.
+
+    Raises :class:`DataError` (naming the files) if a file cannot be read, the image is not of the
+    dict's ``height``/``width``, the label map is not of the image's size, or a label value is
+    neither a class id nor ``ignore_label``.
+    """
+    image_file = dataset_dict["file_name"]
+    image = read_image(image_file, format=image_format)
+    try:
+        utils.check_image_size(dataset_dict, image)
+    except utils.SizeMismatchError as error:
+        raise DataError(str(error)) from error
+    label_file = dataset_dict.get("sem_seg_file_name")
+    if label_file is None:
+        return image, None
+    label = read_label(label_file)
+    if label.shape != image.shape[:2]:
+        raise DataError(
+            f"label map {label_file} is {label.shape[1]}x{label.shape[0]} (width x height) but its "
+            f"image {image_file} is {image.shape[1]}x{image.shape[0]}"
+        )
+    check_label_values(label, label_file, num_classes, ignore_label)
+    return image, label
+
+
+def _check_policy(policy: str) -> str:
+    if policy not in BAD_SAMPLE_POLICIES:
+        raise ValueError(
+            f"DATALOADER.BAD_SAMPLE_POLICY must be one of {BAD_SAMPLE_POLICIES}, got {policy!r}"
+        )
+    return policy
 
 
 def build_semantic_augmentations(cfg: CfgNode) -> List[Union[T.Augmentation, T.Transform]]:
@@ -55,7 +159,8 @@ def build_semantic_augmentations(cfg: CfgNode) -> List[Union[T.Augmentation, T.T
 class MaskFormerSemanticDatasetMapper:
     """Map a detectron2 semantic-segmentation dataset dict to a training input.
 
-    Reads the image and its label map, applies the augmentations to both, pads both on the
+    Reads the image and its label map with :func:`read_labelled_sample` (which checks both before
+    any augmentation), applies the augmentations to both, pads both on the
     bottom/right to a multiple of ``size_divisibility`` (image with 128, labels with the ignore
     label) and returns the dict with:
 
@@ -63,6 +168,11 @@ class MaskFormerSemanticDatasetMapper:
     * ``"sem_seg"``: int64 [H, W] labels (``ignore_label`` = unlabelled or padding);
     * ``"instances"`` (when ``with_masks``): :class:`Instances` with ``gt_classes`` [N] and
       ``gt_masks`` (:class:`BitMasks`, [N, H, W]), one per class present.
+
+    A bad sample (:class:`DataError`: unreadable file, size mismatch, bad label values) is raised
+    under ``bad_sample_policy`` "error"; under "skip" it is logged as a warning, counted in
+    :func:`training_bad_samples` and mapped to None, so that detectron2's ``MapDataset`` takes
+    another sample.
     """
 
     @configurable
@@ -73,8 +183,10 @@ class MaskFormerSemanticDatasetMapper:
         augmentations: List[Union[T.Augmentation, T.Transform]],
         image_format: str,
         ignore_label: int,
+        num_classes: int,
         size_divisibility: int,
         with_masks: bool = True,
+        bad_sample_policy: str = "error",
     ) -> None:
         self.is_train = is_train
         self.tfm_gens = augmentations
@@ -82,6 +194,9 @@ class MaskFormerSemanticDatasetMapper:
         self.ignore_label = ignore_label
         self.size_divisibility = size_divisibility
         self.with_masks = with_masks
+        self.num_classes = num_classes
+        self.bad_sample_policy = _check_policy(bad_sample_policy)
+        self.bad_samples = training_bad_samples()
         mode = "training" if is_train else "inference"
         logging.getLogger(__name__).info(
             f"[{self.__class__.__name__}] augmentations used in {mode}: {augmentations}"
@@ -100,11 +215,13 @@ class MaskFormerSemanticDatasetMapper:
             "augmentations": build_semantic_augmentations(cfg),
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).ignore_label,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
             "with_masks": mapper_name == "mask_former_semantic",
+            "bad_sample_policy": cfg.DATALOADER.BAD_SAMPLE_POLICY,
         }
 
-    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         if not self.is_train:
             raise ValueError(f"{self.__class__.__name__} is for training only (is_train=False)")
         if "sem_seg_file_name" not in dataset_dict:
@@ -112,17 +229,20 @@ class MaskFormerSemanticDatasetMapper:
                 f"dataset dict of {dataset_dict.get('file_name')!r} has no 'sem_seg_file_name'; "
                 f"{self.__class__.__name__} needs semantic labels"
             )
-        dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.img_format)
-        utils.check_image_size(dataset_dict, image)
-        sem_seg = utils.read_image(dataset_dict.pop("sem_seg_file_name")).astype("double")
-        if sem_seg.ndim != 2:
-            raise ValueError(
-                f"label map of {dataset_dict['file_name']!r} must be single-channel, "
-                f"got shape {sem_seg.shape}"
+        try:
+            image, label = read_labelled_sample(
+                dataset_dict, self.img_format, self.num_classes, self.ignore_label
             )
+        except DataError as error:
+            if self.bad_sample_policy == "error":
+                raise
+            count = self.bad_samples.increment()
+            logger.warning(f"skipping bad training sample ({count} so far): {error}")
+            return None
+        dataset_dict = copy.deepcopy(dataset_dict)
+        del dataset_dict["sem_seg_file_name"]
 
-        aug_input = T.AugInput(image, sem_seg=sem_seg)
+        aug_input = T.AugInput(image, sem_seg=label.astype("double"))
         T.AugmentationList(self.tfm_gens)(aug_input)
         image_t = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
         sem_seg_t = torch.as_tensor(aug_input.sem_seg.astype("long"))
@@ -142,4 +262,52 @@ class MaskFormerSemanticDatasetMapper:
             instances.gt_classes = classes
             instances.gt_masks = BitMasks(masks)
             dataset_dict["instances"] = instances
+        return dataset_dict
+
+
+class SemanticEvalMapper:
+    """Map a dataset dict to an inference input as detectron2's ``DatasetMapper(cfg, False)``
+    does, but reading with :func:`read_labelled_sample`: the same reader as training and, when the
+    dict has ``sem_seg_file_name``, the same label checks (evaluation is always strict: a skipped
+    image would change the metric).
+
+    Returns the dict with ``"image"`` uint8 [3, H, W] in ``image_format`` order after the test
+    resize; ``height``/``width`` of the dict (the original size) are kept and
+    ``sem_seg_file_name`` is removed (evaluators read the labels from the data set's files).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        augmentations: List[Union[T.Augmentation, T.Transform]],
+        image_format: str,
+        ignore_label: int,
+        num_classes: int,
+    ) -> None:
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.ignore_label = ignore_label
+        self.num_classes = num_classes
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, dataset_name: str) -> Dict[str, Any]:
+        return {
+            "augmentations": utils.build_augmentation(cfg, is_train=False),
+            "image_format": cfg.INPUT.FORMAT,
+            "ignore_label": MetadataCatalog.get(dataset_name).get("ignore_label", 255),
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        }
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        image, _ = read_labelled_sample(
+            dataset_dict, self.image_format, self.num_classes, self.ignore_label
+        )
+        dataset_dict = copy.deepcopy(dataset_dict)
+        dataset_dict.pop("sem_seg_file_name", None)
+        aug_input = T.AugInput(image)
+        self.augmentations(aug_input)
+        dataset_dict["image"] = torch.as_tensor(
+            np.ascontiguousarray(aug_input.image.transpose(2, 0, 1))
+        )
         return dataset_dict

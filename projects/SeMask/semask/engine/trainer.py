@@ -9,9 +9,14 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode, get_cfg
-from detectron2.data import MetadataCatalog, build_detection_train_loader
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import (
     DefaultTrainer,
+    HookBase,
     SimpleTrainer,
     TrainerBase,
     create_ddp_model,
@@ -29,10 +34,11 @@ from detectron2.utils.logger import setup_logger
 from torch import nn
 
 from .. import add_semask_config
-from ..data import MaskFormerSemanticDatasetMapper
+from ..data import MaskFormerSemanticDatasetMapper, SemanticEvalMapper, training_bad_samples
 from ..io import AtomicCheckpointer
 from ..modeling.meta_arch import SemanticSegmentorWithTTA
 from .amp import MixedPrecisionTrainer, amp_dtype
+from .bad_samples import BadSampleReport
 from .optim import build_optimizer
 
 
@@ -75,7 +81,20 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode) -> Any:
+        """Training loader; its skipped bad samples are counted from zero (one run per process)."""
+        training_bad_samples().reset()
         return build_detection_train_loader(cfg, mapper=MaskFormerSemanticDatasetMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Any:
+        """Inference loader reading as training does, checking label maps (always strict)."""
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=SemanticEvalMapper(cfg, dataset_name)
+        )
+
+    def build_hooks(self) -> List[HookBase]:
+        """detectron2's hooks and the report of skipped bad training samples."""
+        return super().build_hooks() + [BadSampleReport(training_bad_samples())]
 
     @classmethod
     def build_evaluator(
