@@ -120,4 +120,13 @@ def test_apply_is_idempotent():
         "c_extension_stand_in": False,
         "numpy_aliases": [],
         "pillow_constants": [],
+        "map_dataset_fallback": False,
     }
+
+
+def test_map_dataset_falls_back_to_another_sample_when_the_mapper_returns_none():
+    from detectron2.data.common import MapDataset
+
+    dataset = MapDataset(list(range(6)), lambda x: None if x == 2 else x)
+    assert [dataset[i] for i in range(6)][:2] == [0, 1]
+    assert dataset[2] in {0, 1, 3, 4, 5}

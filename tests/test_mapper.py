@@ -1,13 +1,24 @@
-"""MaskFormerSemanticDatasetMapper: augmentation, padding, per-class masks."""
+"""MaskFormerSemanticDatasetMapper: augmentation, padding, per-class masks, label checks and the
+bad-sample policy."""
+
+import logging
 
 import cv2
 import numpy as np
 import pytest
 import torch
 from conftest import semask_cfg
+from detectron2.data import build_detection_train_loader
 from detectron2.data import transforms as T
+from detectron2.data.samplers import TrainingSampler
 
-from semask.data import MaskFormerSemanticDatasetMapper, build_semantic_augmentations
+from semask.data import (
+    DataError,
+    MaskFormerSemanticDatasetMapper,
+    build_semantic_augmentations,
+    training_bad_samples,
+)
+from semask.engine.bad_samples import BadSampleReport
 
 NUM_CLASSES = 8
 
@@ -139,3 +150,85 @@ def test_rejects_missing_labels_and_inference_use(tmp_path):
     )
     with pytest.raises(ValueError, match="training only"):
         eval_mapper({"file_name": "x.jpg"})
+
+
+def test_label_of_another_size_names_both_files_and_sizes(tmp_path):
+    sample = _write_sample(tmp_path, np.zeros((30, 40, 3), np.uint8), np.zeros((30, 40), np.uint8))
+    cv2.imwrite(sample["sem_seg_file_name"], np.zeros((32, 40), np.uint8))
+    with pytest.raises(DataError) as error:
+        _mapper([])(sample)
+    assert str(error.value) == (
+        f"label map {sample['sem_seg_file_name']} is 40x32 (width x height) but its image "
+        f"{sample['file_name']} is 40x30"
+    )
+
+
+def test_label_values_neither_class_nor_ignore_are_named(tmp_path):
+    label = np.zeros((16, 16), np.uint8)
+    label[0, :12] = [3, 8, 9, 200, 254, 255, 7, 10, 11, 12, 13, 14]
+    sample = _write_sample(tmp_path, np.zeros((16, 16, 3), np.uint8), label)
+    with pytest.raises(DataError) as error:
+        _mapper([])(sample)
+    assert str(error.value) == (
+        f"label map {sample['sem_seg_file_name']} has values that are neither a class id 0..7 "
+        "(MODEL.SEM_SEG_HEAD.NUM_CLASSES 8) nor the ignore label 255: "
+        "8, 9, 10, 11, 12, 13, 14, 200, ... (9 values in all)"
+    )
+
+
+def _data_set(tmp_path, bad_index=3, count=5):
+    """``count`` 16x16 samples, of which ``bad_index`` has a label map of another size."""
+    records = []
+    for i in range(count):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        size = 20 if i == bad_index else 16
+        label = np.full((size, 16), i % NUM_CLASSES, np.uint8)
+        records.append(_write_sample(folder, np.full((16, 16, 3), 10 * i, np.uint8), label))
+        del records[-1]["height"], records[-1]["width"]
+    return records
+
+
+def _loader(records, mapper):
+    return build_detection_train_loader(
+        dataset=records,
+        mapper=mapper,
+        sampler=TrainingSampler(len(records), shuffle=False),
+        total_batch_size=2,
+        aspect_ratio_grouping=False,
+        num_workers=2,
+    )
+
+
+def test_error_policy_names_the_file_through_the_dataloader_workers(tmp_path):
+    records = _data_set(tmp_path)
+    with pytest.raises(DataError, match=f"label map {records[3]['sem_seg_file_name']} is 16x20"):
+        for _ in zip(range(4), _loader(records, _mapper([]))):
+            pass
+
+
+def test_skip_policy_uses_the_rest_and_counts_across_workers(tmp_path, caplog):
+    records = _data_set(tmp_path)
+    mapper = MaskFormerSemanticDatasetMapper(
+        True,
+        augmentations=[],
+        image_format="RGB",
+        ignore_label=255,
+        num_classes=NUM_CLASSES,
+        size_divisibility=-1,
+        bad_sample_policy="skip",
+    )
+    assert mapper.bad_samples is training_bad_samples()
+    mapper.bad_samples.reset()
+    used = set()
+    for _, batch in zip(range(5), _loader(records, mapper)):
+        used.update(item["file_name"] for item in batch)
+    good = {r["file_name"] for i, r in enumerate(records) if i != 3}
+    assert used == good
+    skipped = training_bad_samples().count
+    assert skipped >= 2  # both workers met the bad sample
+    with caplog.at_level(logging.WARNING):
+        BadSampleReport(training_bad_samples()).after_train()
+    assert f"skipped {skipped} bad training samples (DATALOADER.BAD_SAMPLE_POLICY skip)" in (
+        caplog.text
+    )

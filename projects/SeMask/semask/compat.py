@@ -10,9 +10,13 @@ older numpy/Pillow are left exactly as they are:
   detectron2's environment report (``default_setup``) works and says nothing was compiled.
 * ``np.int``, ``np.float``, ``np.bool``: removed in numpy 1.24, still used by detectron2 0.6.
 * ``PIL.Image.LINEAR``: removed in Pillow 10, still used by detectron2 0.6.
+* ``MapDataset`` fallback: when a mapper returns None (a skipped sample), detectron2 0.6 draws
+  another index with ``random.sample`` from a set, which Python 3.11 refuses (TypeError); its
+  generator is given one that samples from the sorted set.
 """
 
 import importlib.util
+import random
 import sys
 import types
 from typing import Any, Callable, Dict, List, Optional
@@ -90,10 +94,40 @@ def add_pillow_constants(image_module: Any = Image) -> List[str]:
     return ["LINEAR"]
 
 
+class SetSamplingRandom(random.Random):
+    """``random.Random`` whose ``sample`` also accepts a set (sampled in sorted order)."""
+
+    def sample(self, population: Any, k: int, **kwargs: Any) -> List[Any]:
+        if isinstance(population, (set, frozenset)):
+            population = sorted(population)
+        return super().sample(population, k, **kwargs)
+
+
+def fix_map_dataset_fallback() -> bool:
+    """Let detectron2's ``MapDataset`` draw a fallback index on Python >= 3.11. True if fixed."""
+    if sys.version_info < (3, 11):
+        return False
+    from detectron2.data.common import MapDataset
+
+    if getattr(MapDataset.__init__, "_semask_fixed", False):
+        return False
+    original_init = MapDataset.__init__
+
+    def __init__(self: Any, dataset: Any, map_func: Any) -> None:
+        original_init(self, dataset, map_func)
+        if type(self._rng) is random.Random:
+            self._rng = SetSamplingRandom(42)
+
+    __init__._semask_fixed = True  # type: ignore[attr-defined]
+    MapDataset.__init__ = __init__
+    return True
+
+
 def apply() -> Dict[str, Any]:
     """Apply every accommodation the installed libraries need; return what was applied."""
     return {
         "c_extension_stand_in": install_c_extension_stand_in(),
         "numpy_aliases": add_numpy_aliases(),
         "pillow_constants": add_pillow_constants(),
+        "map_dataset_fallback": fix_map_dataset_fallback(),
     }
