@@ -185,4 +185,4 @@ def test_diverging_run_stops_with_a_named_non_finite_value(tmp_path):
     text = str(error.value)
     assert "invalid numeric entries" not in text
     assert text.startswith(("non-finite loss term at iteration", "HungarianMatcher: non-finite"))
-    assert trainer.iter < 19
+    assert f"at iteration {trainer.iter}" in text and trainer.iter < 19
