@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT, semask_cfg
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import CityscapesSemSegEvaluator, SemSegEvaluator
+from detectron2.evaluation import SemSegEvaluator
 from torch import nn
 
 import semask.data  # noqa: F401  (registers the data sets)
@@ -22,6 +22,7 @@ from semask.engine import (
     build_param_groups,
     with_full_model_clipping,
 )
+from semask.evaluation import CityscapesSemSegEvaluator
 
 QUICKSTART_CONFIG = REPO_ROOT / "configs" / "quickstart" / "semask_swin_mask2former_quickstart.yaml"
 

@@ -1,12 +1,15 @@
-"""Mixed-precision training step: float16 with loss scaling on CUDA, bfloat16 on CPU or CUDA."""
+"""Training steps: the plain and the mixed-precision step (float16 with loss scaling on CUDA,
+bfloat16 on CPU or CUDA), both stopping at a non-finite loss term before the optimizer step."""
 
 import logging
 import time
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 import torch
 from detectron2.config import CfgNode
 from detectron2.engine import SimpleTrainer
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
 from torch import nn
 
 PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -33,7 +36,41 @@ def amp_dtype(cfg: CfgNode) -> Optional[torch.dtype]:
     return PRECISIONS[precision]
 
 
-class MixedPrecisionTrainer(SimpleTrainer):
+def non_finite_terms(loss_dict: Mapping[str, torch.Tensor]) -> List[str]:
+    """Names of the loss terms of ``loss_dict`` that are NaN or infinite, in order."""
+    return [name for name, value in loss_dict.items() if not torch.isfinite(value).all()]
+
+
+class FiniteLossCheck:
+    """Step mixin: raise ``FloatingPointError`` naming the non-finite loss terms and the iteration,
+    on every rank, after the backward pass and before the optimizer step (so that the weights are
+    not updated with them). Hooks :meth:`SimpleTrainer._write_metrics`, which runs there."""
+
+    def _write_metrics(self, loss_dict: Mapping[str, torch.Tensor], *args, **kwargs) -> None:
+        local = non_finite_terms(loss_dict)
+        every_rank = sorted(set().union(*comm.all_gather(local)))
+        if every_rank:
+            described = [
+                (
+                    f"{name} = {float(loss_dict[name].detach().float().sum())}"
+                    if name in local
+                    else f"{name} (on another rank)"
+                )
+                for name in every_rank
+            ]
+            raise FloatingPointError(
+                f"non-finite loss term at iteration {get_event_storage().iter}: "
+                f"{', '.join(described)}; the weights were not updated with it (lower "
+                "SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS)"
+            )
+        super()._write_metrics(loss_dict, *args, **kwargs)
+
+
+class FiniteSimpleTrainer(FiniteLossCheck, SimpleTrainer):
+    """detectron2's :class:`SimpleTrainer` step that stops at a non-finite loss term."""
+
+
+class MixedPrecisionTrainer(FiniteLossCheck, SimpleTrainer):
     """:class:`SimpleTrainer` whose forward pass runs under ``torch.autocast(dtype)``.
 
     float16 scales the loss with a ``GradScaler`` (whose state is checkpointed); bfloat16 needs

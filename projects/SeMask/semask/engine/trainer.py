@@ -17,17 +17,11 @@ from detectron2.data import (
 from detectron2.engine import (
     DefaultTrainer,
     HookBase,
-    SimpleTrainer,
     TrainerBase,
     create_ddp_model,
     default_setup,
 )
-from detectron2.evaluation import (
-    CityscapesSemSegEvaluator,
-    DatasetEvaluator,
-    DatasetEvaluators,
-    SemSegEvaluator,
-)
+from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators, SemSegEvaluator
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -35,11 +29,13 @@ from torch import nn
 
 from .. import add_semask_config
 from ..data import MaskFormerSemanticDatasetMapper, SemanticEvalMapper, training_bad_samples
+from ..evaluation import CityscapesSemSegEvaluator
 from ..io import AtomicCheckpointer
 from ..modeling.meta_arch import SemanticSegmentorWithTTA
-from .amp import MixedPrecisionTrainer, amp_dtype
+from .amp import FiniteSimpleTrainer, MixedPrecisionTrainer, amp_dtype
 from .bad_samples import BadSampleReport
 from .optim import build_optimizer
+from .validation import validate_config
 
 
 class Trainer(DefaultTrainer):
@@ -59,7 +55,7 @@ class Trainer(DefaultTrainer):
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
         dtype = amp_dtype(cfg)
         if dtype is None:
-            self._trainer = SimpleTrainer(model, data_loader, optimizer)
+            self._trainer = FiniteSimpleTrainer(model, data_loader, optimizer)
         else:
             self._trainer = MixedPrecisionTrainer(
                 model, data_loader, optimizer, dtype=dtype, device_type=device_type
@@ -100,7 +96,8 @@ class Trainer(DefaultTrainer):
     def build_evaluator(
         cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
     ) -> DatasetEvaluator:
-        """SemSegEvaluator, or the Cityscapes evaluator, by the data set's ``evaluator_type``."""
+        """SemSegEvaluator, or the official Cityscapes evaluation (:mod:`semask.evaluation`), by
+        the data set's ``evaluator_type``."""
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
@@ -144,10 +141,12 @@ def build_cfg(config_file: str, opts: List[str]) -> CfgNode:
 
 
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
-    """Build the config from command-line ``args`` (detectron2's argument parser) and set up the
-    run with detectron2's ``default_setup``: output folder, loggers (``semask``'s too), environment
-    report, ``config.yaml`` in the output folder, seeds."""
+    """Build the config from command-line ``args`` (detectron2's argument parser), check it
+    (:func:`validate_config`: a :class:`ConfigError` names every bad key before anything is
+    written or loaded) and set up the run with detectron2's ``default_setup``: output folder,
+    loggers (``semask``'s too), environment report, ``config.yaml`` in the output folder, seeds."""
     cfg = build_cfg(args.config_file, args.opts)
+    validate_config(cfg)
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="semask")
     return cfg

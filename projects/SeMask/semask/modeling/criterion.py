@@ -183,8 +183,10 @@ class SetCriterion(nn.Module):
         src_idx = torch.cat([src for src, _ in indices])
         return batch_idx, src_idx
 
-    def _set_losses(self, outputs: Outputs, targets: Targets, num_masks: float) -> Outputs:
-        indices = self.matcher(outputs, targets)
+    def _set_losses(
+        self, outputs: Outputs, targets: Targets, num_masks: float, layer: str
+    ) -> Outputs:
+        indices = self.matcher(outputs, targets, layer=layer)
         losses = {"loss_ce": self.loss_labels(outputs, targets, indices)}
         losses.update(self.loss_masks(outputs, targets, indices, num_masks))
         return losses
@@ -206,10 +208,10 @@ class SetCriterion(nn.Module):
             torch.distributed.all_reduce(num_masks_t)
         num_masks = max(num_masks_t.item() / get_world_size(), 1.0)
 
-        losses = self._set_losses(outputs, targets, num_masks)
+        losses = self._set_losses(outputs, targets, num_masks, "the final output")
         aux_outputs = outputs.get("aux_outputs", []) if self.deep_supervision else []
         for i, aux in enumerate(aux_outputs):
-            aux_losses = self._set_losses(aux, targets, num_masks)
+            aux_losses = self._set_losses(aux, targets, num_masks, f"aux_outputs[{i}]")
             losses.update({f"{k}_{i}": v for k, v in aux_losses.items()})
         for name, fn in self.extra_losses.items():
             losses[name] = fn(outputs, targets)

@@ -1,10 +1,11 @@
 """Hungarian matching of mask queries to ground-truth masks (Mask2Former's costs, point-sampled)."""
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.projects.point_rend.point_features import point_sample
+from detectron2.utils.events import get_event_storage
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
@@ -22,6 +23,32 @@ def _mean_over_points(pos: torch.Tensor, neg: torch.Tensor, targets: torch.Tenso
     """Per-point costs for target 1 (``pos``) and 0 (``neg``), [Q, P], averaged over the points
     of every [N, P] binary target: [Q, N]."""
     return (pos @ targets.T + neg @ (1 - targets).T) / pos.shape[1]
+
+
+def _current_iteration() -> Optional[int]:
+    """The iteration of the active detectron2 ``EventStorage``, or None outside training."""
+    try:
+        return get_event_storage().iter
+    except AssertionError:
+        return None
+
+
+def _non_finite_error(
+    logits: torch.Tensor, pred_masks: torch.Tensor, image: int, layer: Optional[str]
+) -> FloatingPointError:
+    """The error for a non-finite cost matrix of ``image``, naming the non-finite predictions."""
+    culprits = [
+        name
+        for name, t in (("pred_logits", logits), ("pred_masks", pred_masks))
+        if not torch.isfinite(t).all()
+    ] or ["the cost (from finite predictions)"]
+    where = f"image {image}" + (f" of {layer}" if layer else "")
+    iteration = _current_iteration()
+    when = f" at iteration {iteration}" if iteration is not None else ""
+    return FloatingPointError(
+        f"HungarianMatcher: non-finite {' and '.join(culprits)} in {where}{when}; the model "
+        "diverged (lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS)"
+    )
 
 
 def pairwise_sigmoid_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -91,27 +118,36 @@ class HungarianMatcher(nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, outputs: Dict[str, torch.Tensor], targets: List[Dict[str, torch.Tensor]]
+        self,
+        outputs: Dict[str, torch.Tensor],
+        targets: List[Dict[str, torch.Tensor]],
+        layer: Optional[str] = None,
     ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """Match each image's queries to its targets.
 
         Args:
             outputs: ``pred_logits`` [B, Q, K+1] and ``pred_masks`` [B, Q, h, w].
             targets: per image, ``labels`` [N] int64 and ``masks`` [N, H, W].
+            layer: which decoder output ``outputs`` is, named in errors.
         Returns:
             per image, (query indices [M], target indices [M]) int64 with M = min(Q, N).
+        Raises:
+            FloatingPointError: a cost is NaN or infinite (never handed to the solver); the
+                message names the non-finite predictions, the image, ``layer`` and the iteration.
         """
         indices = []
-        for logits, pred_masks, target in zip(
-            outputs["pred_logits"], outputs["pred_masks"], targets
+        for image, (logits, pred_masks, target) in enumerate(
+            zip(outputs["pred_logits"], outputs["pred_masks"], targets)
         ):
             labels = target["labels"]
             if labels.numel() == 0:
                 empty = torch.empty(0, dtype=torch.int64)
                 indices.append((empty, empty.clone()))
                 continue
-            cost = self.cost_matrix(logits, pred_masks, labels, target["masks"])
-            rows, cols = linear_sum_assignment(cost.cpu())
+            cost = self.cost_matrix(logits, pred_masks, labels, target["masks"]).cpu()
+            if not torch.isfinite(cost).all():
+                raise _non_finite_error(logits, pred_masks, image, layer)
+            rows, cols = linear_sum_assignment(cost)
             indices.append(
                 (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
             )

@@ -76,6 +76,11 @@ class SeMaskBackbone(Backbone):
         use_sdpa: bool,
     ) -> None:
         super().__init__()
+        if num_sem_blocks > 0 and sem_window_size < 1:
+            raise ValueError(
+                f"{type(self).__name__}: sem_window_size (SEM_WINDOW_SIZE) must be >= 1, "
+                f"got {sem_window_size}"
+            )
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.num_sem_blocks = num_sem_blocks

@@ -73,6 +73,10 @@ class SemanticLayer(nn.Module):
         super().__init__()
         if num_blocks < 1:
             raise ValueError(f"SemanticLayer needs num_blocks >= 1, got {num_blocks}")
+        if window_size is not None and window_size < 1:
+            raise ValueError(
+                f"SemanticLayer: window_size must be >= 1 (or None: global), got {window_size}"
+            )
         self.window_size = window_size
         self.norm1 = nn.LayerNorm(dim)
         self.class_injection = nn.ModuleList(

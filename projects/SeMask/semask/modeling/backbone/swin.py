@@ -104,6 +104,11 @@ class D2SeMaskSwinTransformer(SeMaskBackbone):
         num_sem_blocks: int = 1,
         use_sdpa: bool = True,
     ) -> None:
+        if window_size < 1:
+            raise ValueError(
+                f"D2SeMaskSwinTransformer: window_size (MODEL.SWIN.WINDOW_SIZE) must be >= 1, "
+                f"got {window_size}"
+            )
         if len(depths) != 4 or len(num_heads) != 4:
             raise ValueError(
                 f"MODEL.SWIN.DEPTHS and NUM_HEADS need 4 stages, got {list(depths)}, "

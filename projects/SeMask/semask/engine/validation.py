@@ -1,0 +1,286 @@
+"""Start-up checks of a config: every value SeMask's components cannot work with is reported at
+once, by key, before a model is built or any data is loaded."""
+
+from numbers import Integral, Real
+from typing import Any, Callable, List, Sequence
+
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils import comm
+
+from ..modeling.backbone.common import STAGE_NAMES
+from ..modeling.matcher import MASK_LOSSES
+from .amp import PRECISIONS
+
+SWIN_BACKBONES = ("D2SeMaskSwinTransformer", "D2SwinTransformer")
+MIT_BACKBONES = ("D2SeMaskMiT",)
+MASK_FORMER_ARCHITECTURES = ("SeMaskMaskFormer",)
+DATASET_MAPPERS = ("mask_former_semantic", "semantic")
+RELATIVE_CROPS = ("relative", "relative_range")
+ABSOLUTE_CROPS = ("absolute", "absolute_range")
+SEMANTIC_EVALUATORS = ("sem_seg", "cityscapes_sem_seg")
+
+
+class ConfigError(ValueError):
+    """A config value SeMask cannot work with; the message names every bad key and value."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+class _Checker:
+    """Collects ``KEY = value: what is allowed`` problems of one config."""
+
+    def __init__(self, cfg: CfgNode) -> None:
+        self.cfg = cfg
+        self.problems: List[str] = []
+
+    def get(self, key: str) -> Any:
+        node: Any = self.cfg
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    def fail(self, key: str, value: Any, allowed: str) -> None:
+        self.problems.append(f"{key} = {value!r}: {allowed}")
+
+    def check(self, key: str, ok: Callable[[Any], bool], allowed: str) -> bool:
+        value = self.get(key)
+        if not ok(value):
+            self.fail(key, value, allowed)
+            return False
+        return True
+
+    def int_at_least(self, key: str, minimum: int) -> bool:
+        return self.check(
+            key, lambda v: _is_int(v) and v >= minimum, f"must be an integer >= {minimum}"
+        )
+
+    def number_at_least(self, key: str, minimum: float) -> bool:
+        return self.check(key, lambda v: _is_number(v) and v >= minimum, f"must be >= {minimum}")
+
+    def fraction(self, key: str) -> bool:
+        return self.check(key, lambda v: _is_number(v) and 0 <= v <= 1, "must be in [0, 1]")
+
+    def one_of(self, key: str, choices: Sequence[str]) -> bool:
+        return self.check(key, lambda v: v in choices, f"must be one of {list(choices)}")
+
+    def stages(self, key: str, minimum: int) -> bool:
+        """A list of 4 integers >= ``minimum`` (one per backbone stage)."""
+        return self.check(
+            key,
+            lambda v: len(v) == 4 and all(_is_int(x) and x >= minimum for x in v),
+            f"must be 4 integers (one per stage) >= {minimum}",
+        )
+
+
+def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
+    """Raise :class:`ConfigError` listing every key of ``cfg`` SeMask cannot work with.
+
+    Checks the class count, the ignore value, the selected backbone's section
+    (``MODEL.BACKBONE.NAME``), the mask-former keys, input sizes and the batch size; with
+    ``datasets`` also that every data set of ``DATASETS.TRAIN`` and ``DATASETS.TEST`` is
+    registered and has ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` classes (only metadata is read).
+    """
+    checker = _Checker(cfg)
+    num_classes_ok = checker.int_at_least("MODEL.SEM_SEG_HEAD.NUM_CLASSES", 1)
+    if num_classes_ok:
+        _check_ignore_value(checker)
+    backbone = cfg.MODEL.BACKBONE.NAME
+    if backbone in SWIN_BACKBONES:
+        _check_swin(checker, semantic=backbone == "D2SeMaskSwinTransformer")
+    elif backbone in MIT_BACKBONES:
+        _check_mit(checker)
+    if cfg.MODEL.META_ARCHITECTURE in MASK_FORMER_ARCHITECTURES:
+        _check_mask_former(checker)
+    _check_input(checker)
+    _check_solver(checker)
+    if datasets and num_classes_ok:
+        _check_datasets(checker)
+    if checker.problems:
+        raise ConfigError(
+            "invalid config:\n" + "\n".join(f"  {problem}" for problem in checker.problems)
+        )
+
+
+def _check_ignore_value(checker: _Checker) -> None:
+    num_classes = checker.get("MODEL.SEM_SEG_HEAD.NUM_CLASSES")
+    checker.check(
+        "MODEL.SEM_SEG_HEAD.IGNORE_VALUE",
+        lambda v: _is_int(v) and not 0 <= v < num_classes,
+        f"must be an integer that is not a class id (0..{num_classes - 1})",
+    )
+
+
+def _check_semantic_window(checker: _Checker, section: str) -> None:
+    if checker.int_at_least(f"{section}.NUM_SEM_BLOCKS", 0) and checker.get(
+        f"{section}.NUM_SEM_BLOCKS"
+    ):
+        checker.int_at_least(f"{section}.SEM_WINDOW_SIZE", 1)
+
+
+def _check_out_features(checker: _Checker, key: str) -> None:
+    checker.check(
+        key,
+        lambda v: len(v) > 0 and set(v) <= set(STAGE_NAMES),
+        f"must be a non-empty subset of {list(STAGE_NAMES)}",
+    )
+
+
+def _check_heads_divide(checker: _Checker, key: str, widths: Sequence[int], heads_key: str) -> None:
+    heads = checker.get(heads_key)
+    for stage, (width, head_count) in enumerate(zip(widths, heads)):
+        if width % head_count:
+            checker.fail(
+                heads_key,
+                list(heads),
+                f"stage {stage + 1} width {width} ({key}) is not divisible by {head_count} heads",
+            )
+            return
+
+
+def _check_swin(checker: _Checker, *, semantic: bool) -> None:
+    s = "MODEL.SWIN"
+    checker.int_at_least(f"{s}.PATCH_SIZE", 1)
+    checker.int_at_least(f"{s}.WINDOW_SIZE", 1)
+    checker.int_at_least(f"{s}.PRETRAIN_IMG_SIZE", 1)
+    checker.check(f"{s}.MLP_RATIO", lambda v: _is_number(v) and v > 0, "must be > 0")
+    for rate in ("DROP_RATE", "ATTN_DROP_RATE", "DROP_PATH_RATE"):
+        checker.fraction(f"{s}.{rate}")
+    checker.check(
+        f"{s}.FROZEN_STAGES",
+        lambda v: _is_int(v) and -1 <= v <= 4,
+        "must be an integer in -1..4",
+    )
+    _check_out_features(checker, f"{s}.OUT_FEATURES")
+    embed_ok = checker.int_at_least(f"{s}.EMBED_DIM", 1)
+    checker.stages(f"{s}.DEPTHS", 1)
+    if checker.stages(f"{s}.NUM_HEADS", 1) and embed_ok:
+        widths = [checker.get(f"{s}.EMBED_DIM") * 2**i for i in range(4)]
+        _check_heads_divide(checker, f"{s}.EMBED_DIM", widths, f"{s}.NUM_HEADS")
+    if semantic:
+        _check_semantic_window(checker, s)
+
+
+def _check_mit(checker: _Checker) -> None:
+    m = "MODEL.MIT"
+    checker.check(f"{m}.MLP_RATIO", lambda v: _is_number(v) and v > 0, "must be > 0")
+    for rate in ("DROP_RATE", "ATTN_DROP_RATE", "DROP_PATH_RATE"):
+        checker.fraction(f"{m}.{rate}")
+    _check_out_features(checker, f"{m}.OUT_FEATURES")
+    checker.stages(f"{m}.DEPTHS", 1)
+    checker.stages(f"{m}.SR_RATIOS", 1)
+    dims_ok = checker.stages(f"{m}.EMBED_DIMS", 1)
+    if checker.stages(f"{m}.NUM_HEADS", 1) and dims_ok:
+        _check_heads_divide(
+            checker, f"{m}.EMBED_DIMS", checker.get(f"{m}.EMBED_DIMS"), f"{m}.NUM_HEADS"
+        )
+    _check_semantic_window(checker, m)
+
+
+def _check_mask_former(checker: _Checker) -> None:
+    mf = "MODEL.MASK_FORMER"
+    hidden_ok = checker.int_at_least(f"{mf}.HIDDEN_DIM", 1)
+    if checker.int_at_least(f"{mf}.NHEADS", 1) and hidden_ok:
+        checker.check(
+            f"{mf}.HIDDEN_DIM",
+            lambda v: v % checker.get(f"{mf}.NHEADS") == 0,
+            f"must be divisible by {mf}.NHEADS ({checker.get(f'{mf}.NHEADS')})",
+        )
+    checker.int_at_least(f"{mf}.NUM_OBJECT_QUERIES", 1)
+    checker.int_at_least(f"{mf}.DEC_LAYERS", 1)
+    checker.int_at_least(f"{mf}.ENC_LAYERS", 0)
+    checker.int_at_least(f"{mf}.DIM_FEEDFORWARD", 1)
+    checker.int_at_least(f"{mf}.TRAIN_NUM_POINTS", 1)
+    checker.int_at_least(f"{mf}.SIZE_DIVISIBILITY", 0)
+    checker.number_at_least(f"{mf}.OVERSAMPLE_RATIO", 1)
+    checker.fraction(f"{mf}.IMPORTANCE_SAMPLE_RATIO")
+    checker.fraction(f"{mf}.DROPOUT")
+    for weight in ("CLASS_WEIGHT", "DICE_WEIGHT", "MASK_WEIGHT", "CATE_WEIGHT", "NO_OBJECT_WEIGHT"):
+        checker.number_at_least(f"{mf}.{weight}", 0)
+    checker.one_of(f"{mf}.MASK_LOSS", MASK_LOSSES)
+    checker.int_at_least("MODEL.SEM_SEG_HEAD.MASK_DIM", 1)
+
+
+def _check_input(checker: _Checker) -> None:
+    checker.one_of("INPUT.DATASET_MAPPER_NAME", DATASET_MAPPERS)
+    checker.check(
+        "INPUT.MIN_SIZE_TRAIN",
+        lambda v: len(v) > 0 and all(_is_int(x) and x >= 1 for x in v),
+        "must be integers >= 1",
+    )
+    checker.int_at_least("INPUT.MIN_SIZE_TEST", 0)
+    checker.int_at_least("INPUT.MAX_SIZE_TEST", 1)
+    if not checker.get("INPUT.CROP.ENABLED"):
+        return
+    if not checker.one_of("INPUT.CROP.TYPE", RELATIVE_CROPS + ABSOLUTE_CROPS):
+        return
+    if checker.get("INPUT.CROP.TYPE") in RELATIVE_CROPS:
+        checker.check(
+            "INPUT.CROP.SIZE",
+            lambda v: len(v) == 2 and all(_is_number(x) and 0 < x <= 1 for x in v),
+            f"must be 2 fractions in (0, 1] for INPUT.CROP.TYPE {checker.get('INPUT.CROP.TYPE')!r}",
+        )
+    else:
+        checker.check(
+            "INPUT.CROP.SIZE",
+            lambda v: len(v) == 2 and all(_is_int(x) and x >= 1 for x in v),
+            f"must be 2 integers >= 1 for INPUT.CROP.TYPE {checker.get('INPUT.CROP.TYPE')!r}",
+        )
+
+
+def _check_solver(checker: _Checker) -> None:
+    world_size = comm.get_world_size()
+    checker.check(
+        "SOLVER.IMS_PER_BATCH",
+        lambda v: _is_int(v) and v >= 1 and v % world_size == 0,
+        f"must be an integer >= 1 divisible by the number of processes ({world_size})",
+    )
+    if checker.get("SOLVER.AMP.ENABLED"):
+        checker.one_of("SOLVER.AMP.PRECISION", sorted(PRECISIONS))
+
+
+def _semantic_datasets(registered: Sequence[str]) -> List[str]:
+    return sorted(
+        name
+        for name in registered
+        if MetadataCatalog.get(name).get("evaluator_type") in SEMANTIC_EVALUATORS
+    )
+
+
+def _check_datasets(checker: _Checker) -> None:
+    num_classes = checker.get("MODEL.SEM_SEG_HEAD.NUM_CLASSES")
+    ignore_value = checker.get("MODEL.SEM_SEG_HEAD.IGNORE_VALUE")
+    registered = DatasetCatalog.list()
+    for key in ("DATASETS.TRAIN", "DATASETS.TEST"):
+        for name in checker.get(key):
+            if name not in registered:
+                checker.fail(
+                    key,
+                    name,
+                    f"data set {name!r} is not registered; semantic data sets registered: "
+                    f"{', '.join(_semantic_datasets(registered))} (see datasets/README.md)",
+                )
+                continue
+            metadata = MetadataCatalog.get(name)
+            classes = metadata.get("stuff_classes")
+            if classes is None:
+                checker.fail(key, name, f"data set {name!r} has no stuff_classes (not semantic)")
+            elif len(classes) != num_classes:
+                checker.fail(
+                    "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+                    num_classes,
+                    f"data set {name!r} ({key}) has {len(classes)} classes",
+                )
+            ignore_label = metadata.get("ignore_label")
+            if ignore_label is not None and ignore_label != ignore_value:
+                checker.fail(
+                    "MODEL.SEM_SEG_HEAD.IGNORE_VALUE",
+                    ignore_value,
+                    f"data set {name!r} ({key}) marks unlabelled pixels with {ignore_label}",
+                )

@@ -1,0 +1,188 @@
+"""Start-up config checks: every bad key is named with its value before data or models are built."""
+
+import argparse
+import re
+
+import pytest
+import torch
+from conftest import REPO_ROOT, semask_cfg
+from detectron2.data import DatasetCatalog
+
+import semask.data  # noqa: F401  (registers the data sets)
+from semask.engine import ConfigError, build_cfg, setup_cfg, validate_config
+from semask.modeling.backbone import D2SeMaskMiT, D2SeMaskSwinTransformer, SemanticLayer
+
+CONFIG_DIR = REPO_ROOT / "configs"
+# Base-*.yaml files are partial (e.g. an absolute crop whose size each leaf sets): leaves only.
+LEAVES = sorted(
+    p.relative_to(CONFIG_DIR).as_posix()
+    for p in CONFIG_DIR.rglob("*.yaml")
+    if not p.name.startswith("Base-")
+)
+QUICKSTART = CONFIG_DIR / "quickstart" / "semask_swin_mask2former_quickstart.yaml"
+MIT_CONFIG = CONFIG_DIR / "ade20k" / "semantic_fpn" / "semask_mit_b0_bs16_80k_res512.yaml"
+
+
+def quickstart(*opts: str):
+    return build_cfg(str(QUICKSTART), list(opts))
+
+
+def message(cfg, **kwargs) -> str:
+    with pytest.raises(ConfigError) as error:
+        validate_config(cfg, **kwargs)
+    return str(error.value)
+
+
+@pytest.mark.parametrize("name", LEAVES)
+def test_every_shipped_config_passes(name):
+    cfg = semask_cfg()
+    cfg.merge_from_file(str(CONFIG_DIR / name))
+    validate_config(cfg)
+
+
+@pytest.mark.parametrize("num_classes", ["6", "8"])
+def test_num_classes_against_every_data_set(num_classes):
+    text = message(quickstart("MODEL.SEM_SEG_HEAD.NUM_CLASSES", num_classes))
+    for dataset, key in (("quickstart_sem_seg_train", "TRAIN"), ("quickstart_sem_seg_val", "TEST")):
+        assert (
+            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES = {num_classes}: data set '{dataset}' "
+            f"(DATASETS.{key}) has 7 classes" in text
+        )
+
+
+def test_test_set_class_count_is_checked_too():
+    text = message(quickstart("DATASETS.TEST", "('ade20k_sem_seg_val',)"))
+    assert "data set 'ade20k_sem_seg_val' (DATASETS.TEST) has 150 classes" in text
+    assert "quickstart_sem_seg_train" not in text
+
+
+def test_unregistered_data_set_lists_the_registered_ones():
+    text = message(quickstart("DATASETS.TRAIN", "('ade20k_sem_seg_trian',)"))
+    assert (
+        "DATASETS.TRAIN = 'ade20k_sem_seg_trian': data set 'ade20k_sem_seg_trian' is not " in text
+    )
+    assert "ade20k_sem_seg_train" in text and "quickstart_sem_seg_val" in text
+    assert "coco_2017_train," not in text  # instance data sets are not listed
+
+
+def test_data_set_checks_can_be_skipped_for_model_only_use():
+    validate_config(quickstart("DATASETS.TRAIN", "('not_registered',)"), datasets=False)
+
+
+def test_non_semantic_data_set_is_refused():
+    text = message(quickstart("DATASETS.TEST", "('coco_2017_val',)"))
+    assert "DATASETS.TEST = 'coco_2017_val': data set 'coco_2017_val' has no stuff_classes" in text
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("MODEL.SWIN.WINDOW_SIZE", "0", "must be an integer >= 1"),
+        ("MODEL.SWIN.SEM_WINDOW_SIZE", "0", "must be an integer >= 1"),
+        ("MODEL.SWIN.PATCH_SIZE", "0", "must be an integer >= 1"),
+        ("MODEL.SWIN.DEPTHS", "[1, 1, 1]", "must be 4 integers (one per stage) >= 1"),
+        ("MODEL.SWIN.NUM_HEADS", "[1, 2, 5, 8]", "stage 3 width 128 (MODEL.SWIN.EMBED_DIM)"),
+        ("MODEL.SWIN.OUT_FEATURES", "['res6']", "must be a non-empty subset of"),
+        ("MODEL.SWIN.DROP_PATH_RATE", "1.5", "must be in [0, 1]"),
+        ("MODEL.MASK_FORMER.HIDDEN_DIM", "30", "must be divisible by MODEL.MASK_FORMER.NHEADS (4)"),
+        ("MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "0", "must be an integer >= 1"),
+        ("MODEL.MASK_FORMER.DEC_LAYERS", "0", "must be an integer >= 1"),
+        ("MODEL.MASK_FORMER.MASK_LOSS", "'bce'", "must be one of ['sigmoid_ce', 'focal']"),
+        ("MODEL.MASK_FORMER.DICE_WEIGHT", "-1.0", "must be >= 0"),
+        ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "0", "must be an integer >= 1"),
+        ("MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "3", "not a class id (0..6)"),
+        ("INPUT.CROP.SIZE", "(0, 64)", "must be 2 integers >= 1 for INPUT.CROP.TYPE 'absolute'"),
+        ("INPUT.CROP.TYPE", "'square'", "must be one of ['relative', 'relative_range', 'abs"),
+        ("INPUT.MIN_SIZE_TEST", "-1", "must be an integer >= 0"),
+        ("INPUT.DATASET_MAPPER_NAME", "'panoptic'", "must be one of"),
+        ("SOLVER.IMS_PER_BATCH", "0", "must be an integer >= 1 divisible by the number of"),
+    ],
+)
+def test_bad_value_names_key_value_and_what_is_allowed(key, value, expected):
+    text = message(quickstart(key, value))
+    line = next(line for line in text.splitlines() if line.strip().startswith(key + " = "))
+    assert expected in line, text
+
+
+def test_every_problem_is_reported_at_once():
+    text = message(quickstart("MODEL.SWIN.WINDOW_SIZE", "0", "MODEL.MASK_FORMER.NHEADS", "0"))
+    assert re.search(r"MODEL\.SWIN\.WINDOW_SIZE = 0\b", text)
+    assert re.search(r"MODEL\.MASK_FORMER\.NHEADS = 0\b", text)
+
+
+def test_mit_section_is_checked_only_for_a_mit_backbone():
+    cfg = semask_cfg()
+    cfg.merge_from_file(str(MIT_CONFIG))
+    cfg.MODEL.MIT.SEM_WINDOW_SIZE = 0
+    cfg.MODEL.MIT.NUM_HEADS = [1, 2, 5, 7]
+    text = message(cfg)
+    assert "MODEL.MIT.SEM_WINDOW_SIZE = 0: must be an integer >= 1" in text
+    assert "stage 4 width 256 (MODEL.MIT.EMBED_DIMS) is not divisible by 7 heads" in text
+    validate_config(quickstart("MODEL.MIT.SEM_WINDOW_SIZE", "0"))
+
+
+def test_plain_swin_ignores_the_semantic_window():
+    cfg = semask_cfg()
+    cfg.merge_from_file(str(CONFIG_DIR / "ade20k" / "mask2former" / "swin_tiny_bs16_160k.yaml"))
+    cfg.MODEL.SWIN.SEM_WINDOW_SIZE = 0
+    validate_config(cfg)
+
+
+def test_ignore_value_must_match_the_data_sets():
+    text = message(quickstart("MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "254"))
+    assert "IGNORE_VALUE = 254: data set 'quickstart_sem_seg_train' (DATASETS.TRAIN) marks " in text
+
+
+def _args(tmp_path, *opts):
+    return argparse.Namespace(
+        config_file=str(QUICKSTART), opts=["OUTPUT_DIR", str(tmp_path / "out"), *opts]
+    )
+
+
+@pytest.mark.parametrize("num_classes", ["5", "9"])
+def test_setup_cfg_fails_before_anything_is_written_or_loaded(tmp_path, monkeypatch, num_classes):
+    def no_loading(name):
+        raise AssertionError(f"data set {name} loaded")
+
+    monkeypatch.setattr(DatasetCatalog, "get", no_loading)
+    with pytest.raises(ConfigError, match=rf"NUM_CLASSES = {num_classes}: data set"):
+        setup_cfg(_args(tmp_path, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", num_classes))
+    assert not (tmp_path / "out").exists()
+
+
+def test_setup_cfg_names_window_size_zero(tmp_path):
+    with pytest.raises(ConfigError, match=r"MODEL\.SWIN\.SEM_WINDOW_SIZE = 0"):
+        setup_cfg(_args(tmp_path, "MODEL.SWIN.SEM_WINDOW_SIZE", "0"))
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "build, argument",
+    [
+        (lambda: D2SeMaskSwinTransformer(num_classes=3, window_size=0), "window_size"),
+        (lambda: D2SeMaskSwinTransformer(num_classes=3, sem_window_size=0), "sem_window_size"),
+        (lambda: D2SeMaskMiT(num_classes=3, sem_window_size=0), "sem_window_size"),
+        (
+            lambda: SemanticLayer(dim=8, num_classes=3, num_blocks=1, window_size=0),
+            "window_size",
+        ),
+    ],
+)
+def test_constructors_reject_zero_windows(build, argument):
+    with pytest.raises(ValueError, match=rf"\b{argument}\b.* must be >= 1.*got 0"):
+        build()
+
+
+def test_plain_backbone_ignores_an_unused_semantic_window():
+    model = D2SeMaskSwinTransformer(
+        num_classes=3,
+        embed_dim=8,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 1, 1),
+        num_sem_blocks=0,
+        sem_window_size=0,
+    )
+    assert "prior_res2" not in model(torch.zeros(1, 3, 32, 32))
