@@ -8,9 +8,9 @@ import timm
 import torch
 import torch.nn.functional as F
 from conftest import REPO_ROOT
-from detectron2.checkpoint import DetectionCheckpointer
 from timm.models.swin_transformer import SwinTransformer
 
+from semask.checkpoint import SeMaskCheckpointer
 from semask.modeling.backbone import D2SeMaskSwinTransformer, D2SwinTransformer
 from semask.modeling.backbone.convert import (
     convert_mit,
@@ -143,7 +143,7 @@ def test_cli_writes_detectron2_pkl_that_the_checkpointer_loads(reference_dir, tm
     holder.backbone = D2SeMaskSwinTransformer(
         num_classes=19, embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)
     )
-    DetectionCheckpointer(holder).load(str(output))
+    SeMaskCheckpointer(holder).load(str(output))
     official = torch.load(reference_dir / "micro_msdeform.pth")
     for name, value in holder.backbone.state_dict().items():
         torch.testing.assert_close(value, official["backbone." + name], msg=name)

@@ -29,8 +29,8 @@ from detectron2.utils.logger import setup_logger
 from torch import nn
 
 from .. import add_semask_config
+from ..checkpoint import SeMaskCheckpointer
 from ..data import MaskFormerSemanticDatasetMapper
-from ..io import AtomicCheckpointer
 from ..modeling.meta_arch import SemanticSegmentorWithTTA
 from .amp import MixedPrecisionTrainer, amp_dtype
 from .optim import build_optimizer
@@ -59,7 +59,12 @@ class Trainer(DefaultTrainer):
                 model, data_loader, optimizer, dtype=dtype, device_type=device_type
             )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = SeMaskCheckpointer(
+            model,
+            cfg.OUTPUT_DIR,
+            allow_unsafe_pickle=cfg.MODEL.ALLOW_UNSAFE_PICKLE,
+            trainer=weakref.proxy(self),
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
