@@ -35,7 +35,7 @@ def load_for_evaluation(cfg: CfgNode, model: nn.Module, resume: bool) -> None:
         cfg.OUTPUT_DIR,
         strict=not cfg.TEST.ALLOW_PARTIAL_WEIGHTS,
         allow_unsafe_pickle=cfg.MODEL.ALLOW_UNSAFE_PICKLE,
-        save_to_disk=False,
+        save_to_disk=False,  # writes nothing, and leaves a running training's temporaries alone
     )
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     if checkpointer.loaded_file is None:

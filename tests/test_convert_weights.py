@@ -149,6 +149,19 @@ def test_cli_writes_detectron2_pkl_that_the_checkpointer_loads(reference_dir, tm
         torch.testing.assert_close(value, official["backbone." + name], msg=name)
 
 
+def test_cli_writes_safetensors_that_the_checkpointer_loads(reference_dir, tmp_path):
+    output = tmp_path / "semask_micro.safetensors"
+    convert_weights.main(["semask", str(reference_dir / "micro_msdeform.pth"), str(output)])
+    holder = torch.nn.Module()
+    holder.backbone = D2SeMaskSwinTransformer(
+        num_classes=19, embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)
+    )
+    SeMaskCheckpointer(holder, strict=True).load(str(output))
+    official = torch.load(reference_dir / "micro_msdeform.pth")
+    for name, value in holder.backbone.state_dict().items():
+        torch.testing.assert_close(value, official["backbone." + name], msg=name)
+
+
 def test_cli_rejects_checkpoint_for_another_class_count(reference_dir, tmp_path):
     with pytest.raises(
         ValueError, match=r"mlp_cls_q\.weight: checkpoint \[19, 24\] vs model \[150, 24\]"

@@ -235,7 +235,7 @@ class SeMaskCheckpointer(DetectionCheckpointer):
     def _load_file(self, filename: str) -> Dict[str, Any]:
         data = load_checkpoint_file(filename, allow_unsafe_pickle=self.allow_unsafe_pickle)
         self.loaded_file = filename
-        if filename.endswith(".pkl"):
+        if Path(filename).suffix.lower() == ".pkl":
             # The model-zoo handling of detectron2 0.6 DetectionCheckpointer._load_file.
             if "model" in data and "__author__" in data:
                 self.logger.info(f"Reading a file from '{data['__author__']}'")
