@@ -58,10 +58,14 @@ def linear(seed=0):
     return nn.Linear(3, 2)
 
 
-def write_pkl(state, path, protocol):
+def write_pkl(state, path, protocol, numpy1_names=False):
+    """A detectron2 model-zoo pickle; ``numpy1_names``: as numpy 1.x names its globals."""
     model = {k: v.numpy() for k, v in state.items()}
-    with path.open("wb") as f:
-        pickle.dump({"model": model, "__author__": "test", "step": 3}, f, protocol=protocol)
+    data = pickle.dumps({"model": model, "__author__": "test", "step": 3}, protocol=protocol)
+    if numpy1_names:
+        assert b"numpy._core.multiarray\n_reconstruct" in data
+        data = data.replace(b"numpy._core.", b"numpy.core.")
+    path.write_bytes(data)
 
 
 @pytest.mark.parametrize(
@@ -71,6 +75,7 @@ def write_pkl(state, path, protocol):
         ("w.pt", lambda state, path: torch.save(state, path)),
         ("w.pkl", lambda state, path: write_pkl(state, path, protocol=2)),
         ("w5.pkl", lambda state, path: write_pkl(state, path, protocol=5)),
+        ("w1.pkl", lambda state, path: write_pkl(state, path, protocol=2, numpy1_names=True)),
         ("w.safetensors", save_safetensors),
     ],
 )

@@ -27,46 +27,23 @@ from .io import atomic_path, remove_partial_files
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-TORCH_SUFFIXES = (".pth", ".pt")
-SUFFIXES = TORCH_SUFFIXES + (".pkl", ".safetensors")
+SUFFIXES = (".pth", ".pt", ".pkl", ".safetensors")
 UNSAFE_HINT = (
     "set MODEL.ALLOW_UNSAFE_PICKLE True (tools/convert_weights.py: --allow-pickle) only if you "
     "trust the file: full unpickling runs any code the file carries"
 )
 
-_NUMPY_GLOBALS = {
-    ("multiarray", "_reconstruct"),
-    ("multiarray", "scalar"),
-    ("numeric", "_frombuffer"),
-}
-_SAFE_GLOBALS = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("collections", "OrderedDict"),
-    ("_codecs", "encode"),  # how protocol-2 pickles store bytes
-}
-_SAFE_GLOBALS |= {
-    ("builtins", name)
-    for name in (
-        "dict",
-        "list",
-        "tuple",
-        "set",
-        "frozenset",
-        "bytes",
-        "bytearray",
-        "str",
-        "int",
-        "float",
-        "complex",
-        "bool",
-    )
-}
-_SAFE_GLOBALS |= {
-    (f"numpy.{core}.{module}", name)
-    for core in ("core", "_core")
-    for module, name in _NUMPY_GLOBALS
-}
+# The globals a pickle of plain weights needs: containers, numbers, strings, numpy arrays, dtypes
+# and scalars (numpy 1.x pickles name numpy.core, numpy 2.x numpy._core), protocol-2 bytes.
+_BUILTINS = ("dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str")
+_BUILTINS += ("int", "float", "complex", "bool")
+_NUMPY_CORE = (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+_SAFE_GLOBALS = frozenset(
+    [("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict")]
+    + [("_codecs", "encode")]
+    + [("builtins", name) for name in _BUILTINS]
+    + [(f"numpy.{core}.{mod}", name) for core in ("core", "_core") for mod, name in _NUMPY_CORE]
+)
 
 
 class WeightsError(ValueError):
@@ -102,6 +79,13 @@ def resolve_weights(weights: str) -> Optional[str]:
     return local_path
 
 
+def _refused(path: PathLike, needs: str) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(
+        f"checkpoint {path} was refused: it needs {needs}, which plain weights never do; "
+        + UNSAFE_HINT
+    )
+
+
 class _WeightsUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays, numbers, strings and plain containers; refuses any other global."""
 
@@ -111,10 +95,7 @@ class _WeightsUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _SAFE_GLOBALS:
-            raise UnsafeCheckpointError(
-                f"checkpoint {self.path} was refused: it needs the Python global "
-                f"'{module}.{name}', which plain weights never do; {UNSAFE_HINT}"
-            )
+            raise _refused(self.path, f"the Python global '{module}.{name}'")
         if module.startswith("numpy.core.") and hasattr(np, "_core"):
             module = "numpy._core." + module[len("numpy.core.") :]  # numpy 2 renamed numpy.core
         return super().find_class(module, name)
@@ -126,10 +107,7 @@ def _load_torch(path: Path, allow_unsafe_pickle: bool) -> Any:
     except pickle.UnpicklingError as error:
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         if refused:
-            raise UnsafeCheckpointError(
-                f"checkpoint {path} was refused: it needs the Python global "
-                f"'{refused.group(1)}', which plain weights never do; {UNSAFE_HINT}"
-            ) from None
+            raise _refused(path, f"the Python global '{refused.group(1)}'") from None
         raise
 
 
