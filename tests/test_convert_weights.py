@@ -162,6 +162,12 @@ def test_cli_writes_safetensors_that_the_checkpointer_loads(reference_dir, tmp_p
         torch.testing.assert_close(value, official["backbone." + name], msg=name)
 
 
+def test_cli_refuses_an_output_that_model_weights_would_not_read(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        convert_weights.main(["semask", str(tmp_path / "in.pth"), str(tmp_path / "out.bin")])
+    assert "out.bin must end in one of .pth, .pt, .pkl, .safetensors" in capsys.readouterr().err
+
+
 def test_cli_rejects_checkpoint_for_another_class_count(reference_dir, tmp_path):
     with pytest.raises(
         ValueError, match=r"mlp_cls_q\.weight: checkpoint \[19, 24\] vs model \[150, 24\]"

@@ -9,7 +9,7 @@
 
 With ``--config`` the result is first loaded into that config's backbone (missing keys are
 listed; shape mismatches are errors). The output holds ``backbone.``-prefixed entries: ``.pkl`` in
-Detectron2's model-zoo format, ``.safetensors`` as safetensors, anything else as
+Detectron2's model-zoo format, ``.safetensors`` as safetensors, ``.pth``/``.pt`` as
 ``torch.save({"model": ...})``. Use it as MODEL.WEIGHTS.
 
 The input is read by semask.checkpoint.load_checkpoint_file, which runs no code the file carries;
@@ -31,7 +31,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 
 from semask import add_semask_config
-from semask.checkpoint import WeightsError, load_checkpoint_file, save_safetensors
+from semask.checkpoint import SUFFIXES, WeightsError, load_checkpoint_file, save_safetensors
 from semask.io import atomic_path
 from semask.modeling.backbone import convert
 
@@ -96,6 +96,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     )
     parser.add_argument("--opts", nargs="+", default=[], help="KEY VALUE overrides for --config")
     args = parser.parse_args(argv)
+    if args.output.suffix.lower() not in SUFFIXES:
+        parser.error(f"output {args.output} must end in one of {', '.join(SUFFIXES)}")
     try:
         checkpoint = load_checkpoint_file(args.input, allow_unsafe_pickle=args.allow_pickle)
     except WeightsError as error:
