@@ -2,30 +2,54 @@
 
     python train_net.py --config-file CONFIG [--num-gpus N] [--resume] [--eval-only] [KEY VALUE ...]
 
-Without CUDA, ``--num-gpus N`` starts N CPU processes joined by gloo.
+Without CUDA, ``--num-gpus N`` starts N CPU processes joined by gloo. Weights are read without
+unpickling code (see semask.checkpoint); ``--eval-only`` refuses weights that leave parameters
+unloaded unless ``TEST.ALLOW_PARTIAL_WEIGHTS True``.
 """
 
 import argparse
+import logging
 from typing import Any
 
 import semask  # noqa: F401  (first: applies semask.compat before detectron2 is used)
 
 # isort: split
-from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
 from detectron2.engine import default_argument_parser, hooks
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from torch import nn
 
+from semask.checkpoint import SeMaskCheckpointer
 from semask.engine import Trainer, launch, setup_cfg
+
+logger = logging.getLogger("semask.train_net")
+
+
+def load_for_evaluation(cfg: CfgNode, model: nn.Module, resume: bool) -> None:
+    """Load ``MODEL.WEIGHTS`` (or, with ``resume``, the newest usable checkpoint of OUTPUT_DIR)
+    into ``model`` for evaluation: strictly unless ``TEST.ALLOW_PARTIAL_WEIGHTS``, and with a loud
+    warning when nothing is loaded."""
+    checkpointer = SeMaskCheckpointer(
+        model,
+        cfg.OUTPUT_DIR,
+        strict=not cfg.TEST.ALLOW_PARTIAL_WEIGHTS,
+        allow_unsafe_pickle=cfg.MODEL.ALLOW_UNSAFE_PICKLE,
+        save_to_disk=False,  # writes nothing, and leaves a running training's temporaries alone
+    )
+    checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    if checkpointer.loaded_file is None:
+        logger.warning(
+            "MODEL.WEIGHTS is empty and no checkpoint was resumed: EVALUATING RANDOM WEIGHTS; "
+            "the results are meaningless"
+        )
 
 
 def main(args: argparse.Namespace) -> Any:
     cfg = setup_cfg(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        load_for_evaluation(cfg, model, args.resume)
         results = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
             results.update(Trainer.test_with_TTA(cfg, model))

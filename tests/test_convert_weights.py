@@ -8,9 +8,9 @@ import timm
 import torch
 import torch.nn.functional as F
 from conftest import REPO_ROOT
-from detectron2.checkpoint import DetectionCheckpointer
 from timm.models.swin_transformer import SwinTransformer
 
+from semask.checkpoint import SeMaskCheckpointer
 from semask.modeling.backbone import D2SeMaskSwinTransformer, D2SwinTransformer
 from semask.modeling.backbone.convert import (
     convert_mit,
@@ -143,10 +143,29 @@ def test_cli_writes_detectron2_pkl_that_the_checkpointer_loads(reference_dir, tm
     holder.backbone = D2SeMaskSwinTransformer(
         num_classes=19, embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)
     )
-    DetectionCheckpointer(holder).load(str(output))
+    SeMaskCheckpointer(holder).load(str(output))
     official = torch.load(reference_dir / "micro_msdeform.pth")
     for name, value in holder.backbone.state_dict().items():
         torch.testing.assert_close(value, official["backbone." + name], msg=name)
+
+
+def test_cli_writes_safetensors_that_the_checkpointer_loads(reference_dir, tmp_path):
+    output = tmp_path / "semask_micro.safetensors"
+    convert_weights.main(["semask", str(reference_dir / "micro_msdeform.pth"), str(output)])
+    holder = torch.nn.Module()
+    holder.backbone = D2SeMaskSwinTransformer(
+        num_classes=19, embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)
+    )
+    SeMaskCheckpointer(holder, strict=True).load(str(output))
+    official = torch.load(reference_dir / "micro_msdeform.pth")
+    for name, value in holder.backbone.state_dict().items():
+        torch.testing.assert_close(value, official["backbone." + name], msg=name)
+
+
+def test_cli_refuses_an_output_that_model_weights_would_not_read(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        convert_weights.main(["semask", str(tmp_path / "in.pth"), str(tmp_path / "out.bin")])
+    assert "out.bin must end in one of .pth, .pt, .pkl, .safetensors" in capsys.readouterr().err
 
 
 def test_cli_rejects_checkpoint_for_another_class_count(reference_dir, tmp_path):

@@ -1,10 +1,8 @@
 """semask.io: outputs and checkpoints replace their previous version only when complete."""
 
 import pytest
-import torch
-from torch import nn
 
-from semask.io import AtomicCheckpointer, atomic_path
+from semask.io import atomic_path, is_partial_file, remove_partial_files
 
 
 def test_atomic_path_replaces_on_success(tmp_path):
@@ -38,31 +36,16 @@ def test_atomic_path_names_the_file_when_its_folder_is_missing(tmp_path):
             pass
 
 
-def test_checkpointer_round_trip_and_interrupted_save(tmp_path, monkeypatch):
-    model = nn.Linear(3, 2)
-    checkpointer = AtomicCheckpointer(model, str(tmp_path))
-    checkpointer.save("model_final", iteration=7)
-    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
-    saved = torch.load(tmp_path / "model_final.pth")
-    assert saved["iteration"] == 7
-    assert torch.equal(saved["model"]["weight"], model.weight)
-
-    def crash_midway(obj, path):
-        with open(path, "wb") as f:
-            f.write(b"partial")
-        raise KeyboardInterrupt
-
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    monkeypatch.setattr(torch, "save", crash_midway)
+def test_temporaries_are_marked_and_removed_after_a_kill(tmp_path):
+    (tmp_path / "keep.pth").write_text("finished")
+    (tmp_path / "sub").mkdir()
     with pytest.raises(KeyboardInterrupt):
-        checkpointer.save("model_final", iteration=8)
-    monkeypatch.undo()
-    restored = torch.load(tmp_path / "model_final.pth")
-    assert restored["iteration"] == 7
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_final.pth"]
-    fresh = nn.Linear(3, 2)
-    assert (
-        AtomicCheckpointer(fresh, str(tmp_path)).resume_or_load("", resume=True)["iteration"] == 7
-    )
-    assert torch.equal(fresh.weight, saved["model"]["weight"])
+        with atomic_path(tmp_path / "model.pth") as tmp:
+            assert tmp.name.startswith(".model.pth.") and tmp.name.endswith(".partial.pth")
+            assert is_partial_file(tmp) and not is_partial_file(tmp_path / "keep.pth")
+            raise KeyboardInterrupt
+    left = tmp_path / ".model.pth.x1y2.partial.pth"  # what a killed process leaves
+    left.write_bytes(b"half")
+    assert remove_partial_files(tmp_path) == [left]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.pth", "sub"]
+    assert remove_partial_files(tmp_path / "absent") == []

@@ -12,7 +12,8 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from semask import predictor as predictor_module
-from semask.predictor import SeMaskPredictor, WeightsError, as_bgr_uint8
+from semask.checkpoint import WeightsError
+from semask.predictor import SeMaskPredictor, as_bgr_uint8
 
 NUM_CLASSES = 3
 
@@ -166,7 +167,9 @@ def test_missing_weights_fail_before_the_model_is_built(tmp_path, monkeypatch):
 def test_unreadable_weights_are_named(tmp_path):
     not_a_checkpoint = tmp_path / "notes.pth"
     not_a_checkpoint.write_text("not a checkpoint")
-    with pytest.raises(WeightsError, match="notes.pth' is not a readable checkpoint"):
+    with pytest.raises(
+        WeightsError, match="notes.pth': checkpoint .*notes.pth is not a readable checkpoint"
+    ):
         SeMaskPredictor(contract_cfg(**{"MODEL.WEIGHTS": str(not_a_checkpoint)}))
 
 
@@ -175,7 +178,7 @@ def test_mismatched_weights_are_an_error(tmp_path):
     torch.save({"model": wrong_shape}, tmp_path / "five_classes.pth")
     with pytest.raises(
         WeightsError,
-        match=r"five_classes.pth' does not fit .* classifier.weight: checkpoint \(5, 3, 1, 1\)",
+        match=r"five_classes.pth does not fit .* classifier.weight: checkpoint \(5, 3, 1, 1\)",
     ):
         SeMaskPredictor(contract_cfg(**{"MODEL.WEIGHTS": str(tmp_path / "five_classes.pth")}))
     torch.save({"model": {"other.weight": torch.zeros(1)}}, tmp_path / "other_model.pth")

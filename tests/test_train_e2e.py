@@ -33,7 +33,8 @@ def _register(root):
         )
 
 
-def _cfg(data_root, output_dir, max_iter, batch=2):
+def tiny_opts(data_root, output_dir, max_iter, batch=2):
+    """Registers the tiny data set at ``data_root``; the KEY VALUE list of a tiny training run."""
     _register(data_root)
     opts = {
         "DATASETS.TRAIN": f"('{TRAIN}',)",
@@ -60,7 +61,11 @@ def _cfg(data_root, output_dir, max_iter, batch=2):
         "SEED": "1",
         "OUTPUT_DIR": str(output_dir),
     }
-    return build_cfg(str(CONFIG), [item for pair in opts.items() for item in pair])
+    return [item for pair in opts.items() for item in pair]
+
+
+def _cfg(data_root, output_dir, max_iter, batch=2):
+    return build_cfg(str(CONFIG), tiny_opts(data_root, output_dir, max_iter, batch))
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,11 @@
 
 With ``--config`` the result is first loaded into that config's backbone (missing keys are
 listed; shape mismatches are errors). The output holds ``backbone.``-prefixed entries: ``.pkl`` in
-Detectron2's model-zoo format, anything else as ``torch.save({"model": ...})``. Use it as
-MODEL.WEIGHTS.
+Detectron2's model-zoo format, ``.safetensors`` as safetensors, ``.pth``/``.pt`` as
+``torch.save({"model": ...})``. Use it as MODEL.WEIGHTS.
+
+The input is read by semask.checkpoint.load_checkpoint_file, which runs no code the file carries;
+``--allow-pickle`` unpickles it fully (only for files you trust).
 """
 
 import argparse
@@ -28,6 +31,8 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 
 from semask import add_semask_config
+from semask.checkpoint import SUFFIXES, WeightsError, load_checkpoint_file, save_safetensors
+from semask.io import atomic_path
 from semask.modeling.backbone import convert
 
 CONVERTERS = {
@@ -45,29 +50,22 @@ ALLOWED_MISSING = {
 }
 
 
-def read_checkpoint(path: Path, allow_pickle: bool) -> Mapping:
-    """A ``.pkl`` (pickle) or torch checkpoint as a mapping."""
-    if path.suffix == ".pkl":
-        with path.open("rb") as f:
-            return pickle.load(f, encoding="latin1")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except pickle.UnpicklingError as error:
-        raise SystemExit(
-            f"{path} holds more than tensors ({error}); if you trust it, pass --allow-pickle"
-        ) from error
-
-
 def write_checkpoint(state: Mapping[str, torch.Tensor], path: Path, prefix: str) -> None:
-    """Write ``state`` with ``prefix`` as a Detectron2 ``.pkl`` or a torch ``{"model": ...}``."""
+    """Write ``state`` with ``prefix`` as a Detectron2 ``.pkl``, ``.safetensors`` or a torch
+    ``{"model": ...}``, atomically."""
     state = convert.add_prefix(dict(state), prefix)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".pkl":
-        model = {k: v.detach().cpu().numpy() for k, v in state.items()}
-        with path.open("wb") as f:
-            pickle.dump({"model": model, "__author__": "semask", "matching_heuristics": False}, f)
-    else:
-        torch.save({"model": state}, path)
+    if path.suffix == ".safetensors":
+        save_safetensors(state, path)
+        return
+    with atomic_path(path) as tmp:
+        if path.suffix == ".pkl":
+            model = {k: v.detach().cpu().numpy() for k, v in state.items()}
+            with tmp.open("wb") as f:
+                data = {"model": model, "__author__": "semask", "matching_heuristics": False}
+                pickle.dump(data, f)
+        else:
+            torch.save({"model": state}, tmp)
 
 
 def check_against_config(
@@ -91,10 +89,20 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("output", type=Path)
     parser.add_argument("--prefix", default="backbone.", help="name prefix of the output entries")
     parser.add_argument("--config", type=Path, help="check the result against this config")
-    parser.add_argument("--allow-pickle", action="store_true", help="load non-tensor pickles")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="unpickle the input fully; only for files you trust (it runs code the file carries)",
+    )
     parser.add_argument("--opts", nargs="+", default=[], help="KEY VALUE overrides for --config")
     args = parser.parse_args(argv)
-    state = CONVERTERS[args.source](read_checkpoint(args.input, args.allow_pickle))
+    if args.output.suffix.lower() not in SUFFIXES:
+        parser.error(f"output {args.output} must end in one of {', '.join(SUFFIXES)}")
+    try:
+        checkpoint = load_checkpoint_file(args.input, allow_unsafe_pickle=args.allow_pickle)
+    except WeightsError as error:
+        raise SystemExit(f"error: {error}") from error
+    state = CONVERTERS[args.source](checkpoint)
     if args.config is not None:
         check_against_config(state, args.config, args.opts, args.source)
     write_checkpoint(state, args.output, args.prefix)

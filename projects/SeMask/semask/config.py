@@ -14,6 +14,7 @@ def add_semask_config(cfg: CN) -> None:
     _add_mit_config(cfg)
     _add_mask_former_config(cfg)
     _add_sem_seg_head_config(cfg)
+    _add_checkpoint_config(cfg)
 
 
 def _add_input_config(cfg: CN) -> None:
@@ -185,3 +186,11 @@ def _add_sem_seg_head_config(cfg: CN) -> None:
     # SeMask-FPN head: dropout before the 1x1 classifier (MODEL.MASK_FORMER.CATE_WEIGHT weighs
     # its prior loss).
     cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1
+
+
+def _add_checkpoint_config(cfg: CN) -> None:
+    # Unpickle .pth/.pkl weights fully. Only for files you trust: it runs any code the file carries.
+    cfg.MODEL.ALLOW_UNSAFE_PICKLE = False
+    # Evaluate/predict with weights that leave model parameters unloaded or mis-shaped (a WARNING
+    # with the count instead of an error): results then come from a partly random model.
+    cfg.TEST.ALLOW_PARTIAL_WEIGHTS = False

@@ -4,10 +4,10 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Iterator, List, Union
 
-import torch
-from detectron2.checkpoint import DetectionCheckpointer
+# Marks the temporaries of atomic_path: hidden ".<name>.<random>.partial<suffix>" files.
+PARTIAL_MARKER = ".partial"
 
 
 def _current_umask() -> int:
@@ -20,11 +20,17 @@ def _current_umask() -> int:
 def atomic_path(path: Union[str, os.PathLike]) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix, so writers pick the same format);
     when the block succeeds it replaces ``path`` in one step, otherwise it is deleted and
-    ``path`` is left as it was."""
+    ``path`` is left as it was.
+
+    The temporary is hidden and marked (``.<name>.<random>.partial<suffix>``), so no reader takes
+    it for a finished file and :func:`remove_partial_files` can clean up after a killed process.
+    """
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=PARTIAL_MARKER + path.suffix, dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -36,23 +42,21 @@ def atomic_path(path: Union[str, os.PathLike]) -> Iterator[Path]:
         raise
 
 
-class AtomicCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer whose checkpoints and ``last_checkpoint`` tag are written atomically,
-    so an interrupted save never destroys the previous checkpoint of the same name."""
+def is_partial_file(path: Union[str, os.PathLike]) -> bool:
+    """Whether ``path`` is named like a temporary of :func:`atomic_path`."""
+    name = Path(path).name
+    return name.startswith(".") and PARTIAL_MARKER in name
 
-    def save(self, name: str, **kwargs: Any) -> None:
-        if not self.save_dir or not self.save_to_disk:
-            return
-        data = {"model": self.model.state_dict()}
-        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
-        data.update(kwargs)
-        basename = f"{name}.pth"
-        save_file = os.path.join(self.save_dir, basename)
-        self.logger.info(f"Saving checkpoint to {save_file}")
-        with atomic_path(save_file) as tmp:
-            torch.save(data, tmp)
-        self.tag_last_checkpoint(basename)
 
-    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        with atomic_path(os.path.join(self.save_dir, "last_checkpoint")) as tmp:
-            tmp.write_text(last_filename_basename)
+def remove_partial_files(folder: Union[str, os.PathLike]) -> List[Path]:
+    """Delete the temporaries that interrupted :func:`atomic_path` writes left in ``folder``
+    (not its subfolders) and return their paths; a missing folder has none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if is_partial_file(path) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -1,75 +1,20 @@
 """Single-image inference: :class:`SeMaskPredictor`, built on detectron2's ``DefaultPredictor``."""
 
-import logging
-import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
-from detectron2.utils.file_io import PathManager
 
+from .checkpoint import SeMaskCheckpointer, WeightsError, resolve_weights
 from .data.image_io import as_bgr_uint8
 from .visualization import resolve_metadata
 
-logger = logging.getLogger(__name__)
-
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
-
-
-class WeightsError(ValueError):
-    """``MODEL.WEIGHTS`` is missing, unreadable or does not fit the model."""
-
-
-def resolve_weights(weights: str) -> Optional[str]:
-    """Local file of ``MODEL.WEIGHTS`` (a path or URL), or None when empty (random weights).
-
-    Raises :class:`WeightsError` naming ``weights`` if it cannot be fetched or is not a file.
-    """
-    if not weights:
-        logger.warning("MODEL.WEIGHTS is empty: the model keeps its random initial weights")
-        return None
-    try:
-        local_path = PathManager.get_local_path(weights)
-    except Exception as error:  # any PathManager handler failure
-        raise WeightsError(f"MODEL.WEIGHTS {weights!r} could not be fetched: {error}") from error
-    if not os.path.isfile(local_path):
-        raise WeightsError(f"MODEL.WEIGHTS {weights!r} is no file")
-    return local_path
-
-
-class StrictCheckpointer(DetectionCheckpointer):
-    """A ``DetectionCheckpointer`` that raises :class:`WeightsError` instead of loading partially.
-
-    A file that is not a checkpoint, or one that leaves model parameters unloaded (missing keys or
-    different shapes), is an error; checkpoint keys the model lacks are only logged.
-    """
-
-    def _load_file(self, filename: str) -> Dict[str, Any]:
-        try:
-            return super()._load_file(filename)
-        except Exception as error:  # torch.load / pickle raise many types for a non-checkpoint
-            raise WeightsError(f"is not a readable checkpoint: {error}") from error
-
-    def _load_model(self, checkpoint: Dict[str, Any]) -> Any:
-        incompatible = super()._load_model(checkpoint)
-        problems = [
-            f"{key}: checkpoint {tuple(ckpt)} vs model {tuple(mine)}"
-            for key, ckpt, mine in incompatible.incorrect_shapes
-        ]
-        reshaped = {key for key, _, _ in incompatible.incorrect_shapes}
-        problems += [f"missing {key}" for key in incompatible.missing_keys if key not in reshaped]
-        if problems:
-            more = f"; ... ({len(problems)} in all)" if len(problems) > 5 else ""
-            raise WeightsError(
-                "does not fit the model built from the config: " + "; ".join(problems[:5]) + more
-            )
-        return incompatible
 
 
 def _declares_priors(backbone: torch.nn.Module) -> bool:
@@ -94,7 +39,8 @@ class SemanticPrediction:
 
 
 class SeMaskPredictor(DefaultPredictor):
-    """Build the model of ``cfg``, load ``MODEL.WEIGHTS`` strictly, and segment single images.
+    """Build the model of ``cfg``, load ``MODEL.WEIGHTS`` strictly (unless
+    ``TEST.ALLOW_PARTIAL_WEIGHTS``) and safely, and segment single images.
 
     ``predictor(image_bgr)`` returns the model's raw output dict as ``DefaultPredictor`` does;
     :meth:`predict` accepts any image layout :func:`as_bgr_uint8` does and returns a
@@ -121,10 +67,15 @@ class SeMaskPredictor(DefaultPredictor):
                 "layers (NUM_SEM_BLOCKS 0?) and so no priors"
             )
         if weights is not None:
+            checkpointer = SeMaskCheckpointer(
+                self.model,
+                strict=not self.cfg.TEST.ALLOW_PARTIAL_WEIGHTS,
+                allow_unsafe_pickle=self.cfg.MODEL.ALLOW_UNSAFE_PICKLE,
+            )
             try:
-                StrictCheckpointer(self.model).load(weights)
+                checkpointer.load(weights)
             except WeightsError as error:
-                raise WeightsError(f"MODEL.WEIGHTS {self.cfg.MODEL.WEIGHTS!r} {error}") from None
+                raise type(error)(f"MODEL.WEIGHTS {self.cfg.MODEL.WEIGHTS!r}: {error}") from None
         dataset = self.cfg.DATASETS.TEST[0] if len(self.cfg.DATASETS.TEST) else None
         self.metadata = resolve_metadata(dataset, self.cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
         self.aug = T.ResizeShortestEdge(

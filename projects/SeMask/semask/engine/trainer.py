@@ -28,9 +28,9 @@ from detectron2.utils.logger import setup_logger
 from torch import nn
 
 from .. import add_semask_config
+from ..checkpoint import SeMaskCheckpointer
 from ..data import MaskFormerSemanticDatasetMapper, SemanticEvalMapper, training_bad_samples
 from ..evaluation import CityscapesSemSegEvaluator
-from ..io import AtomicCheckpointer
 from ..modeling.meta_arch import SemanticSegmentorWithTTA
 from .amp import FiniteSimpleTrainer, MixedPrecisionTrainer, amp_dtype
 from .bad_samples import BadSampleReport
@@ -61,7 +61,12 @@ class Trainer(DefaultTrainer):
                 model, data_loader, optimizer, dtype=dtype, device_type=device_type
             )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = SeMaskCheckpointer(
+            model,
+            cfg.OUTPUT_DIR,
+            allow_unsafe_pickle=cfg.MODEL.ALLOW_UNSAFE_PICKLE,
+            trainer=weakref.proxy(self),
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
