@@ -10,13 +10,13 @@ Examples::
 
 import argparse
 import glob
-import itertools
 import logging
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -135,24 +135,51 @@ def render(
     return picture, priors
 
 
-def output_paths(
-    output: Path, source: Path, single: bool, used: Set[str]
-) -> Tuple[Path, Path, Path]:
-    """(overlay, priors figure, label PNG) paths for ``source`` under ``output``.
+def _output_stem(path: Path, level: int) -> str:
+    """Level 0: the stem (``x/a.jpg`` -> ``a``); 1: the name (``a_jpg``); n > 1: the name after
+    its n - 1 closest folders (``x_a_jpg``)."""
+    if level == 0:
+        return path.stem
+    folders = path.resolve().parent.parts[1:]
+    return "_".join(folders[max(len(folders) - level + 1, 0) :] + (path.name.replace(".", "_"),))
+
+
+def output_stems(sources: Sequence[Path]) -> Dict[Path, str]:
+    """A distinct output stem for each of ``sources``, from the whole list (so independent of its
+    order and of which files are later skipped).
+
+    A unique stem is kept (``a.jpg`` -> ``a``); inputs sharing one get their name with ``_`` for
+    ``.`` (``a.jpg``, ``a.png`` -> ``a_jpg``, ``a_png``), and if that is shared too, the names of
+    as many parent folders as tell them apart (``x/a.jpg``, ``y/a.jpg`` -> ``x_a_jpg``,
+    ``y_a_jpg``). Names still shared (only possible for contrived file names) get ``_2``, ``_3``..
+    in the order of their full paths.
+    """
+    levels = {path: 0 for path in sources}
+    deepest = max((len(path.resolve().parts) for path in sources), default=0)
+    for _ in range(deepest):
+        stems = {path: _output_stem(path, level) for path, level in levels.items()}
+        counts = Counter(stems.values())
+        shared = [path for path, stem in stems.items() if counts[stem] > 1]
+        if not shared:
+            return stems
+        for path in shared:
+            levels[path] += 1
+    stems = {path: _output_stem(path, level) for path, level in levels.items()}
+    seen: Counter = Counter()
+    for path in sorted(stems, key=lambda p: str(p.resolve())):
+        seen[stems[path]] += 1
+        if seen[stems[path]] > 1:
+            stems[path] = f"{stems[path]}_{seen[stems[path]]}"
+    return stems
+
+
+def output_paths(output: Path, stem: str, single: bool) -> Tuple[Path, Path, Path]:
+    """(overlay, priors figure, label PNG) paths for the input of output stem ``stem``.
 
     ``output`` is the overlay file itself for a single input with an image suffix, otherwise a
-    folder that gets ``<source stem>.png`` (``<stem>_<n>.png`` if that name is in ``used``).
+    folder that gets ``<stem>.png``; the others are ``<main>_priors`` and ``<main>_labels.png``.
     """
-    if single and output.suffix.lower() in IMAGE_SUFFIXES:
-        main = output
-    else:
-        stem = source.stem
-        for n in itertools.count(2):
-            if stem not in used:
-                break
-            stem = f"{source.stem}_{n}"
-        used.add(stem)
-        main = output / f"{stem}.png"
+    main = output if single and output.suffix.lower() in IMAGE_SUFFIXES else output / f"{stem}.png"
     main.parent.mkdir(parents=True, exist_ok=True)
     return (
         main,
@@ -174,7 +201,7 @@ def show(picture_rgb: np.ndarray, wait_ms: int, window: str = WINDOW) -> bool:
 
 def run_images(predictor: SeMaskPredictor, paths: Sequence[Path], args: argparse.Namespace) -> int:
     """Segment the images ``paths``; return the number of them that could not be read."""
-    skipped, used = 0, set()
+    skipped, stems = 0, output_stems(paths)
     for path in tqdm(paths, desc="images", disable=len(paths) < 2):
         image = read_image(path)
         if image is None:
@@ -193,7 +220,7 @@ def run_images(predictor: SeMaskPredictor, paths: Sequence[Path], args: argparse
                 break
             continue
         main, priors_path, labels_path = output_paths(
-            Path(args.output), path, len(paths) == 1, used
+            Path(args.output), stems[path], len(paths) == 1
         )
         save_image(main, picture)
         if priors is not None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import semask_cfg
 from detectron2.data.catalog import Metadata
-from test_predictor import NUM_CLASSES
+from test_predictor import NUM_CLASSES, QUICKSTART_CONFIG, tiny_semask_weights
 
 from semask.data.quickstart import make_sample
 from semask.engine import build_cfg
@@ -40,7 +40,6 @@ TINY_SWIN = [
     "INPUT.MIN_SIZE_TEST",
     "64",
 ]
-QUICKSTART_CONFIG = REPO_ROOT / "configs" / "quickstart" / "semask_swin_mask2former_quickstart.yaml"
 PRIOR_PANELS = ["input", "res2", "res3", "res4", "res5", "aggregated prior", "prediction"]
 
 
@@ -140,13 +139,24 @@ def test_expand_inputs_reads_files_globs_and_folders(image_dir: Path):
     assert unmatched == ["nothing/*.jpg"]
 
 
-def test_output_names_do_not_collide(tmp_path):
-    used = set()
-    first = demo.output_paths(tmp_path, Path("a/x.png"), False, used)
-    second = demo.output_paths(tmp_path, Path("b/x.jpg"), False, used)
-    assert [p.name for p in first] == ["x.png", "x_priors.png", "x_labels.png"]
-    assert [p.name for p in second] == ["x_2.png", "x_2_priors.png", "x_2_labels.png"]
-    single = demo.output_paths(tmp_path / "one.jpg", Path("b/x.png"), True, set())
+def test_output_names_are_distinct_keep_the_input_name_and_ignore_the_order(tmp_path):
+    sources = [Path("x/a.jpg"), Path("y/a.jpg"), Path("a.png"), Path("b.png"), Path("c/b.jpg")]
+    stems = demo.output_stems(sources)
+    assert stems == {
+        Path("x/a.jpg"): "x_a_jpg",
+        Path("y/a.jpg"): "y_a_jpg",
+        Path("a.png"): "a_png",
+        Path("b.png"): "b_png",
+        Path("c/b.jpg"): "b_jpg",
+    }
+    assert demo.output_stems(sources[::-1]) == stems
+    assert demo.output_stems([Path("x/a.jpg"), Path("b.png")]) == {
+        Path("x/a.jpg"): "a",
+        Path("b.png"): "b",
+    }
+    paths = demo.output_paths(tmp_path, "a_jpg", False)
+    assert [p.name for p in paths] == ["a_jpg.png", "a_jpg_priors.png", "a_jpg_labels.png"]
+    single = demo.output_paths(tmp_path / "one.jpg", "b", True)
     assert [p.name for p in single] == ["one.jpg", "one_priors.jpg", "one_labels.png"]
 
 
@@ -307,3 +317,28 @@ def test_a_missing_window_system_is_reported(config_file, image_dir, monkeypatch
     argv = ["--config-file", str(config_file), "--input", str(image_dir / "colour.png")]
     with pytest.raises(SystemExit, match="cannot open a window .*; pass --output"):
         demo.main(argv)
+
+
+def test_a_real_semask_model_writes_one_result_per_input_of_the_same_stem(tmp_path):
+    overrides = tiny_semask_weights(tmp_path / "tiny.pth")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), colour_image(150, 200, 0))
+    cv2.imwrite(str(folder / "a.png"), colour_image(120, 90, 1))
+    out = tmp_path / "out"
+    argv = ["--config-file", str(QUICKSTART_CONFIG), "--input", str(folder), "--output", str(out)]
+    assert demo.main(argv + ["--show-priors", "--save-labels"] + overrides) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a_jpg.png",
+        "a_jpg_labels.png",
+        "a_jpg_priors.png",
+        "a_png.png",
+        "a_png_labels.png",
+        "a_png_priors.png",
+    ]
+    for name, shape in (("a_jpg", (150, 200)), ("a_png", (120, 90))):
+        assert cv2.imread(str(out / f"{name}.png")).shape == shape + (3,)
+        labels = cv2.imread(str(out / f"{name}_labels.png"), cv2.IMREAD_UNCHANGED)
+        assert labels.shape == shape and labels.max() < 7
+        source = cv2.imread(str(folder / f"{name.replace('_', '.')}"))
+        assert_seven_panels(cv2.imread(str(out / f"{name}_priors.png")), source)

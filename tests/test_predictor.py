@@ -1,18 +1,20 @@
 """SeMaskPredictor: image conversion, strict weight loading, labels/scores/priors of one image."""
 
 import logging
+from typing import List
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import semask_cfg
+from conftest import REPO_ROOT, semask_cfg
 from detectron2.config import CfgNode
-from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from torch import nn
 
 from semask import predictor as predictor_module
 from semask.checkpoint import WeightsError
+from semask.engine import build_cfg
 from semask.predictor import SeMaskPredictor, as_bgr_uint8
 
 NUM_CLASSES = 3
@@ -102,13 +104,15 @@ def test_as_bgr_uint8_converts_grayscale_alpha_16_bit_and_float():
         as_bgr_uint8(np.zeros((2, 2, 3), np.int32))
 
 
-def test_predict_returns_labels_and_scores_at_input_size():
+def test_predict_returns_labels_at_input_size_and_scores_at_the_test_size():
     predictor = SeMaskPredictor(contract_cfg())
     image = red_blue_image()
     prediction = predictor.predict(image)
-    assert prediction.scores.shape == (NUM_CLASSES, 24, 40)
-    assert prediction.labels.dtype == torch.int64
-    assert torch.equal(prediction.labels, prediction.scores.argmax(dim=0))
+    assert prediction.scores.shape == (NUM_CLASSES, 32, 53)  # MIN_SIZE_TEST 32
+    assert prediction.labels.shape == (24, 40) and prediction.labels.dtype == torch.int64
+    upsampled = F.interpolate(prediction.scores[None], (24, 40), mode="bilinear")[0]
+    assert torch.equal(prediction.labels, upsampled.argmax(dim=0))
+    assert predictor(image)["sem_seg"].shape == (NUM_CLASSES, 24, 40)  # the raw call: full size
     assert (prediction.labels[:, :18] == 0).all() and (prediction.labels[:, 22:] == 2).all()
     assert prediction.sem_prior is None and prediction.stage_priors == {}
     gray = predictor.predict(image[:, :, 0].astype(np.uint16) * 257)
@@ -223,3 +227,47 @@ def test_official_weights_do_not_fit_another_class_count(reference_dir):
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 150
     with pytest.raises(WeightsError, match=r"\(19, 24\) vs model \(150, 24\)"):
         SeMaskPredictor(cfg)
+
+
+QUICKSTART_CONFIG = REPO_ROOT / "configs" / "quickstart" / "semask_swin_mask2former_quickstart.yaml"
+TINY_QUICKSTART = [
+    "MODEL.SWIN.EMBED_DIM",
+    "16",
+    "MODEL.SWIN.DEPTHS",
+    "[1, 1, 1, 1]",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM",
+    "32",
+    "MODEL.SEM_SEG_HEAD.MASK_DIM",
+    "32",
+    "MODEL.MASK_FORMER.HIDDEN_DIM",
+    "32",
+    "MODEL.MASK_FORMER.DEC_LAYERS",
+    "2",
+    "MODEL.DEVICE",
+    "cpu",
+]
+
+
+def tiny_semask_weights(path) -> List[str]:
+    """Write random weights of a tiny quick-start SeMask model to ``path``; its config overrides
+    (MODEL.WEIGHTS included) for the quick-start config."""
+    torch.manual_seed(0)
+    model = build_model(build_cfg(str(QUICKSTART_CONFIG), TINY_QUICKSTART))
+    torch.save({"model": model.state_dict()}, path)
+    return TINY_QUICKSTART + ["MODEL.WEIGHTS", str(path)]
+
+
+def test_a_real_semask_model_labels_a_large_image_at_full_size(tmp_path):
+    cfg = build_cfg(str(QUICKSTART_CONFIG), tiny_semask_weights(tmp_path / "tiny.pth"))
+    predictor = SeMaskPredictor(cfg, return_priors=True)
+    image = np.random.default_rng(0).integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    prediction = predictor.predict(image)
+    # MIN_SIZE_TEST 96 resizes 300x500 to 96x160: every map but the labels stays at that size.
+    assert prediction.scores.shape == prediction.sem_prior.shape == (7, 96, 160)
+    assert prediction.stage_priors["res5"].shape == (7, 3, 5)
+    assert prediction.labels.shape == (300, 500)
+    full = predictor(image)["sem_seg"]  # what the model returns at the image's size
+    assert full.shape == (7, 300, 500)
+    differ = prediction.labels != full.argmax(dim=0)
+    top2 = full.topk(2, dim=0).values
+    assert (top2[0] - top2[1])[differ].eq(0).all()  # only exact ties may differ

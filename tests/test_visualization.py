@@ -9,6 +9,7 @@ import torch
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 
+from semask import visualization
 from semask.data.builtin import palette
 from semask.visualization import (
     PANEL_GAP,
@@ -187,3 +188,21 @@ def test_saved_images_and_labels_read_back(tmp_path):
         save_label_png(tmp_path / "bad.png", np.array([[-1, 0]]))
     with pytest.raises(OSError, match="cannot write .*missing_dir/x.png"):
         save_image(tmp_path / "missing_dir" / "x.png", image)
+
+
+def test_large_overlays_are_blended_with_numpy_and_named(monkeypatch):
+    monkeypatch.setattr(visualization, "VISUALIZER_MAX_PIXELS", 100)
+    monkeypatch.setattr(visualization, "BLEND_ROWS", 7)  # several bands
+    image = np.random.default_rng(0).integers(0, 256, (160, 200, 3), dtype=np.uint8)
+    labels = np.zeros((160, 200), dtype=np.int64)
+    labels[:, 100:] = 2
+    labels[:5, :5] = 255  # outside the palette: left as it is
+    blend = np.round(0.4 * image + 0.6 * np.array([RED, GREEN, BLUE])[labels % 3])
+    blend[:5, :5] = image[:5, :5]
+    plain = draw_overlay(image, labels, METADATA, alpha=0.6, names=False)
+    assert plain.dtype == np.uint8 and np.array_equal(plain, blend)
+    named = draw_overlay(image, labels, METADATA, alpha=0.6)
+    written = (named != plain).any(axis=2)
+    assert 0.002 < written.mean() < 0.2
+    # "red" is written inside the left region, "blue" inside the right one.
+    assert written[:, :100].any() and written[:, 100:].any()

@@ -1,7 +1,7 @@
 """Single-image inference: :class:`SeMaskPredictor`, built on detectron2's ``DefaultPredictor``."""
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from detectron2.modeling import build_model
 
 from .checkpoint import SeMaskCheckpointer, WeightsError, resolve_weights
 from .data.image_io import as_bgr_uint8
+from .upsample import upsampled_argmax
 from .visualization import resolve_metadata
 
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
@@ -26,10 +27,13 @@ def _declares_priors(backbone: torch.nn.Module) -> bool:
 class SemanticPrediction:
     """The result for one image of ``H x W`` pixels and ``K`` classes, on the CPU.
 
-    ``scores`` [K, H, W] float per-class scores; ``labels`` [H, W] int64 = ``scores.argmax(0)``;
-    when priors were asked, ``sem_prior`` [K, H, W] aggregated semantic prior logits and
-    ``stage_priors`` (``res2``..``res5`` -> [K, h_i, w_i] raw prior logits at strides 4..32 of the
-    resized input).
+    ``labels`` [H, W] int64 is at the image's resolution; every other map is at the model's: the
+    image resized by ``INPUT.MIN_SIZE_TEST``/``MAX_SIZE_TEST`` to ``h x w``, so that memory does
+    not grow with the image. ``scores`` [K, h, w] float per-class scores; ``labels`` is the argmax
+    of ``scores`` upsampled bilinearly to [K, H, W] (what the model returns for ``height`` H and
+    ``width`` W), computed in row bands by :func:`semask.upsample.upsampled_argmax`. When priors
+    were asked, ``sem_prior`` [K, h, w] aggregated semantic prior logits and ``stage_priors``
+    (``res2``..``res5`` -> [K, h_i, w_i] raw prior logits at strides 4..32 of the resized input).
     """
 
     scores: torch.Tensor
@@ -83,11 +87,36 @@ class SeMaskPredictor(DefaultPredictor):
             self.cfg.INPUT.MAX_SIZE_TEST,
         )
 
+    def model_inputs(self, image_bgr: np.ndarray) -> Dict[str, Any]:
+        """The model's input for a BGR image [H, W, 3]: ``image`` float32 [3, h, w], resized by
+        ``self.aug``, in ``INPUT.FORMAT``; ``height``/``width`` H, W (outputs at full size)."""
+        if self.input_format == "RGB":
+            image_bgr = image_bgr[:, :, ::-1]
+        height, width = image_bgr.shape[:2]
+        image = self.aug.get_transform(image_bgr).apply_image(image_bgr)
+        image = torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
+        return {"image": image, "height": height, "width": width}
+
+    def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
+        """The model's raw output dict for a BGR image [H, W, 3], at the image's size."""
+        with torch.no_grad():
+            return self.model([self.model_inputs(original_image)])[0]
+
     def predict(self, image: np.ndarray) -> SemanticPrediction:
-        """Segment one image (BGR or any layout :func:`as_bgr_uint8` accepts) of size H x W."""
-        output = self(as_bgr_uint8(image))
+        """Segment one image (BGR or any layout :func:`as_bgr_uint8` accepts) of size H x W.
+
+        The model runs and answers at the test resize (see :class:`SemanticPrediction`); only
+        ``labels`` is computed at H x W.
+        """
+        inputs = self.model_inputs(as_bgr_uint8(image))
+        height, width = inputs.pop("height"), inputs.pop("width")
+        inputs["height"], inputs["width"] = inputs["image"].shape[1:]
+        with torch.no_grad():
+            output = self.model([inputs])[0]
         scores = output["sem_seg"].detach().float().cpu()
-        prediction = SemanticPrediction(scores=scores, labels=scores.argmax(dim=0))
+        prediction = SemanticPrediction(
+            scores=scores, labels=upsampled_argmax(scores, height, width)
+        )
         if self.return_priors:
             if "sem_prior" not in output or "stage_priors" not in output:
                 raise KeyError(

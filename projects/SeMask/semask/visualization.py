@@ -30,6 +30,11 @@ PANEL_GAP = 4
 BACKGROUND = (255, 255, 255)
 NAMES_MIN_SIDE = 160
 LEGEND_SCALE = 0.45
+# Above this many pixels overlays are blended with numpy: detectron2's Visualizer keeps several
+# full-size canvases and per-class masks (about 150 bytes a pixel).
+VISUALIZER_MAX_PIXELS = 1 << 21
+BLEND_ROWS = 256
+NAME_GRID = 256
 
 
 def resolve_metadata(dataset_name: Optional[str], num_classes: int) -> Metadata:
@@ -80,16 +85,21 @@ def draw_overlay(
     alpha: float = 0.5,
     names: Optional[bool] = None,
 ) -> np.ndarray:
-    """``image`` [H, W, 3] RGB with ``labels`` [H, W] drawn over it by detectron2's Visualizer.
+    """``image`` [H, W, 3] RGB with ``labels`` [H, W] drawn over it.
 
     Each class region is tinted with its colour (opacity ``alpha``). With ``names`` (default: if
-    the shorter image side is at least ``NAMES_MIN_SIDE``) regions are outlined and named too;
-    on small images the names would hide the picture.
+    the shorter image side is at least ``NAMES_MIN_SIDE``) regions are named too, and outlined by
+    detectron2's Visualizer; on small images the names would hide the picture. Images of more than
+    ``VISUALIZER_MAX_PIXELS`` pixels are tinted by :func:`blend_labels` and named by
+    :func:`draw_region_names` instead, in bounded memory.
     """
     labels = _to_numpy(labels)
-    visualizer = Visualizer(image, metadata, instance_mode=ColorMode.IMAGE)
     if names is None:
         names = min(image.shape[:2]) >= NAMES_MIN_SIDE
+    if image.shape[0] * image.shape[1] > VISUALIZER_MAX_PIXELS:
+        overlay = blend_labels(image, labels, metadata.stuff_colors, alpha)
+        return draw_region_names(overlay, labels, metadata) if names else overlay
+    visualizer = Visualizer(image, metadata, instance_mode=ColorMode.IMAGE)
     if names:
         return visualizer.draw_sem_seg(labels, alpha=alpha).get_image()
     for label in np.unique(labels):
@@ -97,6 +107,55 @@ def draw_overlay(
             color = np.asarray(metadata.stuff_colors[label]) / 255
             visualizer.draw_binary_mask(labels == label, color=color, edge_color=color, alpha=alpha)
     return visualizer.output.get_image()
+
+
+def blend_labels(
+    image: np.ndarray, labels: np.ndarray, colors: Sequence[Sequence[int]], alpha: float
+) -> np.ndarray:
+    """``image`` [H, W, 3] uint8 blended with the colour of each pixel's label [H, W] (opacity
+    ``alpha``), ``BLEND_ROWS`` rows at a time; labels outside ``colors`` keep the image."""
+    palette = np.asarray(colors, dtype=np.float32).reshape(-1, 3)
+    out = np.empty_like(image)
+    for start in range(0, image.shape[0], BLEND_ROWS):
+        rows = slice(start, start + BLEND_ROWS)
+        band, label = image[rows].astype(np.float32), labels[rows]
+        inside = (label >= 0) & (label < len(palette))
+        mixed = band * (1 - alpha) + palette[np.where(inside, label, 0)] * alpha
+        out[rows] = np.round(np.where(inside[..., None], mixed, band))
+    return out
+
+
+def draw_region_names(
+    image: np.ndarray, labels: np.ndarray, metadata: Metadata, min_area: float = 0.005
+) -> np.ndarray:
+    """``image`` [H, W, 3] with the class name of each region [H, W] covering at least
+    ``min_area`` of it written (white on black) at the point deepest inside the region, found on
+    a label grid subsampled to ``NAME_GRID`` cells a side."""
+    step = max(-(-max(labels.shape) // NAME_GRID), 1)
+    grid = labels[::step, ::step]
+    scale = max((image.shape[0] * image.shape[1]) ** 0.5 / 2000, 0.4)  # the Visualizer's size
+    out = image.copy()
+    for label in np.unique(grid):
+        mask = (grid == label).astype(np.uint8)
+        if not 0 <= label < len(metadata.stuff_classes) or mask.mean() < min_area:
+            continue
+        depth = cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+        row, col = np.unravel_index(int(depth.argmax()), depth.shape)
+        name = str(metadata.stuff_classes[label])
+        (text_w, text_h), _ = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        origin = (int(col * step - text_w // 2), int(row * step + text_h // 2))
+        for color, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+            cv2.putText(
+                out,
+                name,
+                origin,
+                cv2.FONT_HERSHEY_SIMPLEX,
+                scale,
+                color,
+                max(round(thickness * scale), 1),
+                cv2.LINE_AA,
+            )
+    return out
 
 
 def side_by_side(*images: np.ndarray) -> np.ndarray:
@@ -159,16 +218,18 @@ def draw_priors_figure(
     columns: int = 4,
 ) -> np.ndarray:
     """:func:`compose_panels` of :func:`prior_panels` over a :func:`draw_legend` of every class
-    shown, the classes of the prediction first (largest area first)."""
-    height, width = image.shape[:2]
+    shown, the classes of the prediction first (largest area first).
+
+    The panels are made at their tile size (:func:`panel_tile_size`), not at ``image``'s size.
+    """
+    height, width = panel_tile_size(*image.shape[:2], tile_size)
     maps = prior_label_maps(labels, sem_prior, stage_priors, height, width)
     classes, counts = np.unique(maps[-1][1], return_counts=True)
     shown = [int(c) for c in classes[np.argsort(-counts, kind="stable")]]
     for _, label_map in maps[:-1]:
         shown += [int(c) for c in np.unique(label_map) if int(c) not in shown]
-    grid = compose_panels(
-        prior_panels(image, labels, sem_prior, stage_priors, metadata), tile_size, columns
-    )
+    tile = cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST)
+    grid = compose_panels(_colour_panels(tile, maps, metadata), tile_size, columns)
     legend = draw_legend(
         [c for c in shown if 0 <= c < len(metadata.stuff_classes)], metadata, grid.shape[1]
     )
