@@ -271,3 +271,9 @@ def test_a_real_semask_model_labels_a_large_image_at_full_size(tmp_path):
     differ = prediction.labels != full.argmax(dim=0)
     top2 = full.topk(2, dim=0).values
     assert (top2[0] - top2[1])[differ].eq(0).all()  # only exact ties may differ
+
+
+def test_config_values_the_model_cannot_work_with_fail_by_key_before_building():
+    cfg = build_cfg(str(QUICKSTART_CONFIG), TINY_QUICKSTART + ["MODEL.SWIN.WINDOW_SIZE", "0"])
+    with pytest.raises(ValueError, match=r"MODEL\.SWIN\.WINDOW_SIZE = 0: must be an integer >= 1"):
+        SeMaskPredictor(cfg)

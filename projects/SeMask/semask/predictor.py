@@ -12,6 +12,7 @@ from detectron2.modeling import build_model
 
 from .checkpoint import SeMaskCheckpointer, WeightsError, resolve_weights
 from .data.image_io import as_bgr_uint8
+from .engine.validation import validate_config
 from .upsample import upsampled_argmax
 from .visualization import resolve_metadata
 
@@ -61,6 +62,7 @@ class SeMaskPredictor(DefaultPredictor):
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {self.input_format!r}")
+        validate_config(self.cfg, datasets=False)
         weights = resolve_weights(self.cfg.MODEL.WEIGHTS)
         self.model = build_model(self.cfg)
         self.model.eval()
