@@ -172,3 +172,13 @@ def test_bad_config_names_the_key():
         D2SeMaskMiT(num_classes=3, depths=(2, 2))
     with pytest.raises(ValueError, match="width 40 is not divisible by 3 heads"):
         D2SeMaskMiT(num_classes=3, embed_dims=(16, 32, 40, 64), num_heads=(1, 2, 3, 8))
+
+
+def test_windowed_stages_come_from_the_config():
+    cfg = semask_cfg()
+    cfg.MODEL.BACKBONE.NAME = "D2SeMaskMiT"
+    cfg.MODEL.MIT.EMBED_DIMS, cfg.MODEL.MIT.SEM_WINDOW_SIZE = [8, 16, 40, 64], 3
+    cfg.MODEL.SEMASK.WINDOWED_STAGES = [1, 3]
+    backbone = build_backbone(cfg)
+    windows = [getattr(backbone, f"semantic_layer{i}").window_size for i in range(1, 5)]
+    assert windows == [None, 3, None, 3]

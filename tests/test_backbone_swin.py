@@ -219,3 +219,20 @@ def test_checkpoint_of_other_class_count_or_size_names_the_parameter():
     deeper = micro(depths=(2, 2, 4, 2)).state_dict()
     with pytest.raises(ValueError, match=r"unexpected \['layers\.2\.blocks\.2\."):
         load_backbone_state_dict(model, deeper)
+
+
+@pytest.mark.parametrize("stages", [[0, 1], [0, 1, 2], [0, 1, 2, 3], []])
+def test_windowed_stages_come_from_the_config(stages):
+    cfg = semask_cfg()
+    cfg.MODEL.BACKBONE.NAME = "D2SeMaskSwinTransformer"
+    cfg.MODEL.SWIN.EMBED_DIM, cfg.MODEL.SWIN.DEPTHS = 24, [2, 2, 2, 2]
+    cfg.MODEL.SWIN.NUM_HEADS, cfg.MODEL.SWIN.SEM_WINDOW_SIZE = [1, 2, 4, 8], 5
+    cfg.MODEL.SEMASK.WINDOWED_STAGES = stages
+    backbone = build_backbone(cfg, ShapeSpec(channels=3))
+    windows = [layer.semantic_layer.window_size for layer in backbone.layers]
+    assert windows == [5 if i in stages else None for i in range(4)]
+
+
+def test_windowed_stages_outside_0_to_3_are_refused():
+    with pytest.raises(ValueError, match=r"MODEL\.SEMASK\.WINDOWED_STAGES.*got \[1, 4\]"):
+        micro(windowed_stages=(1, 4))

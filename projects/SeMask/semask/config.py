@@ -10,6 +10,7 @@ def add_semask_config(cfg: CN) -> None:
     _add_input_config(cfg)
     _add_data_config(cfg)
     _add_solver_config(cfg)
+    _add_semask_node(cfg)
     _add_swin_config(cfg)
     _add_mit_config(cfg)
     _add_mask_former_config(cfg)
@@ -47,6 +48,14 @@ def _add_solver_config(cfg: CN) -> None:
     cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
     # Autocast dtype when SOLVER.AMP.ENABLED: "float16" (CUDA only) or "bfloat16" (CPU or CUDA).
     cfg.SOLVER.AMP.PRECISION = "float16"
+
+
+def _add_semask_node(cfg: CN) -> None:
+    cfg.MODEL.SEMASK = CN()
+    # Backbone stages (0..3) whose semantic layer attends in windows of SEM_WINDOW_SIZE; the
+    # others attend globally. Published forks differ: SeMask-Mask2Former/FAPN [0, 1],
+    # SeMask-MaskFormer [0, 1, 2], SeMask-FPN per model (see configs/README.md).
+    cfg.MODEL.SEMASK.WINDOWED_STAGES = [0, 1]
 
 
 def _add_swin_config(cfg: CN) -> None:

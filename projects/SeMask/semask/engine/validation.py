@@ -122,6 +122,11 @@ def _check_semantic_window(checker: _Checker, section: str) -> None:
         f"{section}.NUM_SEM_BLOCKS"
     ):
         checker.int_at_least(f"{section}.SEM_WINDOW_SIZE", 1)
+        checker.check(
+            "MODEL.SEMASK.WINDOWED_STAGES",
+            lambda v: len(set(v)) == len(v) and all(_is_int(x) and 0 <= x <= 3 for x in v),
+            "must be distinct stage indices 0..3",
+        )
 
 
 def _check_out_features(checker: _Checker, key: str) -> None:

@@ -14,6 +14,8 @@ from .semantic_layer import SemanticLayer
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 # Output ``prior_res{i}`` holds the semantic prior logits of stage ``res{i}``.
 PRIOR_PREFIX = "prior_"
+# Stages whose semantic layer attends in windows in the SeMask-Mask2Former / SeMask-FAPN code.
+DEFAULT_WINDOWED_STAGES = (0, 1)
 
 
 def check_backbone_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
@@ -57,8 +59,8 @@ class SeMaskBackbone(Backbone):
     ``forward(x [B, 3, H, W])`` returns ``res2..res5`` ([B, C_i, ceil(H/s_i), ceil(W/s_i)],
     strides s_i = 4..32, restricted to ``out_features``) and, when ``num_sem_blocks > 0``,
     ``prior_res2..prior_res5`` ([B, num_classes, ceil(H/s_i), ceil(W/s_i)] prior logits);
-    ``size_divisibility`` is 32. Each stage's semantic layer attends in windows in the two
-    high-resolution stages and globally in the others.
+    ``size_divisibility`` is 32. The semantic layers of the stages in ``windowed_stages`` attend
+    in windows of ``sem_window_size``; the others attend globally.
 
     Args:
         channels: C_i of the four stages; the other arguments are the subclasses' own.
@@ -74,8 +76,14 @@ class SeMaskBackbone(Backbone):
         sem_window_size: int,
         num_sem_blocks: int,
         use_sdpa: bool,
+        windowed_stages: Sequence[int] = DEFAULT_WINDOWED_STAGES,
     ) -> None:
         super().__init__()
+        if not set(windowed_stages) <= set(range(len(STAGE_NAMES))):
+            raise ValueError(
+                f"{type(self).__name__}: windowed_stages (MODEL.SEMASK.WINDOWED_STAGES) must be "
+                f"stage indices 0..3, got {list(windowed_stages)}"
+            )
         if num_sem_blocks > 0 and sem_window_size < 1:
             raise ValueError(
                 f"{type(self).__name__}: sem_window_size (SEM_WINDOW_SIZE) must be >= 1, "
@@ -85,6 +93,7 @@ class SeMaskBackbone(Backbone):
         self.num_classes = num_classes
         self.num_sem_blocks = num_sem_blocks
         self.sem_window_size = sem_window_size
+        self.windowed_stages = frozenset(windowed_stages)
         self.has_priors = num_sem_blocks > 0
         self._out_features = list(out_features)
         self._out_feature_shapes = declare_outputs(
@@ -108,6 +117,7 @@ class SeMaskBackbone(Backbone):
             "out_features": section.OUT_FEATURES,
             "sem_window_size": section.SEM_WINDOW_SIZE,
             "num_sem_blocks": section.NUM_SEM_BLOCKS,
+            "windowed_stages": cfg.MODEL.SEMASK.WINDOWED_STAGES,
         }
 
     def semantic_layer(self, stage: int, dim: int) -> Optional[SemanticLayer]:
@@ -118,7 +128,7 @@ class SeMaskBackbone(Backbone):
             dim=dim,
             num_classes=self.num_classes,
             num_blocks=self.num_sem_blocks,
-            window_size=self.sem_window_size if stage < 2 else None,
+            window_size=self.sem_window_size if stage in self.windowed_stages else None,
             use_sdpa=self._use_sdpa,
         )
 

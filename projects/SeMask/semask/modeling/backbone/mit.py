@@ -15,7 +15,13 @@ from detectron2.modeling import BACKBONE_REGISTRY, ShapeSpec
 from timm.layers import DropPath
 from torch import nn
 
-from .common import PRIOR_PREFIX, STAGE_NAMES, SeMaskBackbone, check_backbone_input
+from .common import (
+    DEFAULT_WINDOWED_STAGES,
+    PRIOR_PREFIX,
+    STAGE_NAMES,
+    SeMaskBackbone,
+    check_backbone_input,
+)
 
 # Published sizes (all with NUM_HEADS [1, 2, 5, 8] and SR_RATIOS [8, 4, 2, 1]).
 MIT_SIZES = {
@@ -189,6 +195,7 @@ class D2SeMaskMiT(SeMaskBackbone):
         sem_window_size: int = 7,
         num_sem_blocks: int = 1,
         use_sdpa: bool = True,
+        windowed_stages: Sequence[int] = DEFAULT_WINDOWED_STAGES,
     ) -> None:
         for name, values in (
             ("EMBED_DIMS", embed_dims),
@@ -206,6 +213,7 @@ class D2SeMaskMiT(SeMaskBackbone):
             sem_window_size=sem_window_size,
             num_sem_blocks=num_sem_blocks,
             use_sdpa=use_sdpa,
+            windowed_stages=windowed_stages,
         )
         self.embed_dims = list(embed_dims)
         rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()

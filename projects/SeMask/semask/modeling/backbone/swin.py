@@ -10,7 +10,13 @@ from timm.layers import trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .common import PRIOR_PREFIX, STAGE_NAMES, SeMaskBackbone, check_backbone_input
+from .common import (
+    DEFAULT_WINDOWED_STAGES,
+    PRIOR_PREFIX,
+    STAGE_NAMES,
+    SeMaskBackbone,
+    check_backbone_input,
+)
 from .semantic_layer import SemanticLayer
 from .swin_blocks import PatchEmbed, PatchMerging, SwinTransformerBlock, shifted_window_mask
 
@@ -103,6 +109,7 @@ class D2SeMaskSwinTransformer(SeMaskBackbone):
         sem_window_size: int = 7,
         num_sem_blocks: int = 1,
         use_sdpa: bool = True,
+        windowed_stages: Sequence[int] = DEFAULT_WINDOWED_STAGES,
     ) -> None:
         if window_size < 1:
             raise ValueError(
@@ -123,6 +130,7 @@ class D2SeMaskSwinTransformer(SeMaskBackbone):
             sem_window_size=sem_window_size,
             num_sem_blocks=num_sem_blocks,
             use_sdpa=use_sdpa,
+            windowed_stages=windowed_stages,
         )
         self.patch_size = patch_size
         self.frozen_stages = frozen_stages
