@@ -28,15 +28,24 @@ def _row_weights(
     return low, high, (1 - weight_high)[:, None], weight_high[:, None]
 
 
+def _source_band(
+    scores: torch.Tensor, low: torch.Tensor, high: torch.Tensor, width: int
+) -> Tuple[torch.Tensor, int]:
+    """The source rows ``low.min()..high.max()`` of ``scores`` [K, h, w] with their columns
+    interpolated to ``width`` by ``F.interpolate`` (float32 [K, r, width]), and the first row."""
+    first, last = int(low.min()), int(high.max())
+    band = scores[None, :, first : last + 1].float()
+    band = F.interpolate(band, size=(band.shape[2], width), mode="bilinear", align_corners=False)
+    return band[0], first
+
+
 def bilinear_rows(
     scores: torch.Tensor, height: int, width: int, start: int, stop: int
 ) -> torch.Tensor:
     """Rows ``start..stop-1`` [K, stop - start, width] of ``scores`` [K, h, w] (float32) upsampled
     bilinearly to [K, height, width]."""
     low, high, weight_low, weight_high = _row_weights(scores.shape[1], height, start, stop)
-    first, last = int(low.min()), int(high.max())
-    band = scores[None, :, first : last + 1].float()
-    band = F.interpolate(band, size=(band.shape[2], width), mode="bilinear", align_corners=False)[0]
+    band, first = _source_band(scores, low, high, width)
     return torch.addcmul(band[:, high - first] * weight_high, band[:, low - first], weight_low)
 
 
@@ -44,10 +53,36 @@ def upsampled_argmax(
     scores: torch.Tensor, height: int, width: int, chunk_elements: int = CHUNK_ELEMENTS
 ) -> torch.Tensor:
     """``argmax(0)`` [height, width] int64 of ``scores`` [K, h, w] upsampled bilinearly to
-    [K, height, width], computed a band of about ``chunk_elements`` upsampled values at a time."""
+    [K, height, width], in bands of about ``chunk_elements`` column-interpolated source values.
+
+    An output pixel whose four source neighbours share their argmax class gets that class: a
+    bilinear blend with non-negative weights, rounded monotonically, cannot rank another class
+    higher (at most an exact float tie, which the full computation may break towards a lower
+    class id). Only the other pixels, along class boundaries, are blended over all K classes.
+    """
+    num_classes, h, w = scores.shape
+    coarse = scores.argmax(dim=0)
+    col_low, col_high, _, _ = _row_weights(w, width, 0, width)
     labels = torch.empty((height, width), dtype=torch.int64)
-    rows = max(chunk_elements // max(scores.shape[0] * width, 1), 1)
+    source_rows = max(chunk_elements // max(num_classes * width, 1), 1)
+    rows = max(int(source_rows * height / h) - 1, 1)
     for start in range(0, height, rows):
         stop = min(start + rows, height)
-        labels[start:stop] = bilinear_rows(scores, height, width, start, stop).argmax(dim=0)
+        low, high, weight_low, weight_high = _row_weights(h, height, start, stop)
+        corners = [coarse[low][:, col_low], coarse[low][:, col_high]]
+        corners += [coarse[high][:, col_low], coarse[high][:, col_high]]
+        band_labels = corners[0]
+        boundary = (corners[1] != band_labels) | (corners[2] != band_labels)
+        boundary |= corners[3] != band_labels
+        ys, xs = boundary.nonzero(as_tuple=True)
+        if len(ys):
+            band, first = _source_band(scores, low, high, width)
+            band = band.permute(1, 2, 0).contiguous()  # [r, width, K]: one pixel's classes in a row
+            blended = torch.addcmul(
+                band[high[ys] - first, xs] * weight_high[ys],
+                band[low[ys] - first, xs],
+                weight_low[ys],
+            )
+            band_labels[ys, xs] = blended.argmax(dim=1)
+        labels[start:stop] = band_labels
     return labels
