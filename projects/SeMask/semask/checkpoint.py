@@ -23,6 +23,7 @@ from safetensors.torch import save_file as _save_safetensors_file
 from torch import nn
 
 from .io import atomic_path, remove_partial_files
+from .modeling.heads.semantic_fpn_convert import convert_semask_fpn_mmseg, is_mmseg_semask_fpn
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +222,18 @@ class SeMaskCheckpointer(DetectionCheckpointer):
             data = data.get("blobs", data)
             model = {k: v for k, v in data.items() if not k.endswith("_momentum")}
             return {"model": model, "__author__": "Caffe2", "matching_heuristics": True}
+        if is_mmseg_semask_fpn(data):
+            return {"model": self._convert_mmseg(data, filename), "matching_heuristics": False}
         return data if "model" in data else {"model": data}
+
+    def _convert_mmseg(self, data: Dict[str, Any], filename: str) -> Dict[str, torch.Tensor]:
+        """A SeMask-FPN mmseg checkpoint renamed whole to the model's names (strict)."""
+        try:
+            state = convert_semask_fpn_mmseg(data, self.model)
+        except (KeyError, ValueError, TypeError) as error:
+            raise WeightsError(f"mmseg checkpoint {filename}: {error}") from error
+        self.logger.info(f"Converted the SeMask-FPN mmseg checkpoint {filename} ({len(state)})")
+        return state
 
     def _load_model(self, checkpoint: Dict[str, Any]) -> Any:
         self._convert_ndarray_to_tensor(checkpoint["model"])

@@ -59,8 +59,15 @@ class SeMaskFPNHead(SemSegFPNHead):
         return ret
 
     def layers(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits [B, K, H/s, W/s] at ``common_stride`` s."""
-        x = sum(head(features[f]) for f, head in zip(self.in_features, self.scale_heads))
+        """Logits [B, K, h, w] at the size of the finest stage (stride ``common_stride``). A
+        coarser stage whose upsampled map is not that size (odd input sizes) is resized to it
+        bilinearly, as the published head does."""
+        maps = [head(features[f]) for f, head in zip(self.in_features, self.scale_heads)]
+        x = maps[0]
+        for y in maps[1:]:
+            if y.shape[-2:] != x.shape[-2:]:
+                y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            x = x + y
         return self.predictor(self.dropout(x))
 
     def losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:

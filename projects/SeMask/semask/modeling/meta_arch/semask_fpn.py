@@ -3,6 +3,7 @@
 from typing import Dict, List, Union
 
 import torch
+import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
@@ -16,7 +17,8 @@ class SeMaskFPN(SemanticSegmentor):
 
     Inputs as :class:`SeMaskMaskFormer`. Training returns ``loss_sem_seg`` and ``loss_cate``;
     inference returns per image ``sem_seg`` [K, height, width] logits and, with ``return_prior``,
-    ``sem_prior`` and ``stage_priors``.
+    ``sem_prior`` and ``stage_priors``. Inference runs image by image without padding, as the
+    published mmseg code's whole-image inference does (so its outputs equal the published ones).
     """
 
     @configurable
@@ -36,30 +38,33 @@ class SeMaskFPN(SemanticSegmentor):
     ) -> Union[Dict[str, torch.Tensor], List[Dict[str, object]]]:
         """Training: ``loss_sem_seg`` (and ``loss_cate``). Inference: per image ``sem_seg``
         [K, height, width] (and ``sem_prior``, ``stage_priors`` with ``return_prior``)."""
+        if not self.training:
+            return [self.inference_one(x) for x in batched_inputs]
         images = normalize_and_pad(
             batched_inputs, self.pixel_mean, self.pixel_std, self.backbone.size_divisibility
         )
         features = self.backbone(images.tensor)
-        if self.training:
-            targets = pad_sem_seg(batched_inputs, images, self.sem_seg_head.ignore_value)
-            return self.sem_seg_head(features, targets)[1]
-        logits, _ = self.sem_seg_head(features)
-        sem_prior = self.sem_seg_head.prior_map(features) if self.return_prior else None
-        results = []
-        for i, image_size in enumerate(images.image_sizes):
-            height, width = output_size(batched_inputs[i], image_size)
-            result = {"sem_seg": sem_seg_postprocess(logits[i], image_size, height, width)}
-            if self.return_prior:
-                result.update(
-                    prior_outputs(
-                        sem_prior[i],
-                        features,
-                        self.backbone.output_shape(),
-                        i,
-                        image_size,
-                        height,
-                        width,
-                    )
-                )
-            results.append(result)
-        return results
+        targets = pad_sem_seg(batched_inputs, images, self.sem_seg_head.ignore_value)
+        return self.sem_seg_head(features, targets)[1]
+
+    def inference_one(self, input_per_image: Dict) -> Dict[str, object]:
+        """One image as the published SeMask-FPN infers it: the backbone runs on the unpadded
+        normalised image and the logits are resized (bilinear) from stride 4 to its size."""
+        images = normalize_and_pad([input_per_image], self.pixel_mean, self.pixel_std, 0)
+        image_size = images.image_sizes[0]
+        features = self.backbone(images.tensor)
+        logits = F.interpolate(
+            self.sem_seg_head.layers(features),
+            size=image_size,
+            mode="bilinear",
+            align_corners=False,
+        )
+        height, width = output_size(input_per_image, image_size)
+        result = {"sem_seg": sem_seg_postprocess(logits[0], image_size, height, width)}
+        if self.return_prior:
+            sem_prior = self.sem_seg_head.prior_map(features)
+            shapes = self.backbone.output_shape()
+            result.update(
+                prior_outputs(sem_prior[0], features, shapes, 0, image_size, height, width)
+            )
+        return result
