@@ -1,6 +1,6 @@
-"""Shared test fixtures: the official reference fixtures and a SeMask-aware config factory."""
+"""Shared test fixtures: the official reference fixtures (in ``tests/fixtures``) and a SeMask-aware
+config factory."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from semask import add_semask_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(__file__).resolve().parent / "data"
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -19,18 +20,25 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(1)
 
 
+MASK2FORMER_FIXTURES = (
+    "input_75x101.pt",
+    "train_samples.pt",
+    *(
+        f"{model}{suffix}"
+        for model in ("micro_msdeform", "micro_msfapn")
+        for suffix in (".pth", "_config.yaml", "_keys.json", "_outputs.pt", "_train_step.pt")
+    ),
+)
+
+
 def find_reference_dir() -> Path:
-    """The official fixtures: $SEMASK_REFERENCE_DIR, else shared/reference beside the repository
-    (or beside one of its parent folders)."""
-    candidates = [os.environ.get("SEMASK_REFERENCE_DIR")]
-    candidates += [parent / "shared" / "reference" for parent in REPO_ROOT.parents]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "micro_msdeform.pth").is_file():
-            return Path(candidate)
-    message = "official reference fixtures not found (set SEMASK_REFERENCE_DIR)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    """The official SeMask-Mask2Former fixtures, in the repository (``tests/fixtures/mask2former``).
+    A missing file fails the test that asks for them: they are part of the suite, never skipped."""
+    directory = FIXTURES_DIR / "mask2former"
+    missing = [name for name in MASK2FORMER_FIXTURES if not (directory / name).is_file()]
+    if missing:
+        pytest.fail(f"reference fixtures missing from {directory}: {missing} (see its README.md)")
+    return directory
 
 
 @pytest.fixture(scope="session")

@@ -113,8 +113,8 @@ def test_published_full_configs_merge_without_unknown_keys(reference_dir, name):
         cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME
         == published["MODEL"]["SEM_SEG_HEAD"]["PIXEL_DECODER_NAME"]
     )
-    assert cfg.MODEL.SWIN.EMBED_DIM == 24
-    assert cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 16
+    assert cfg.MODEL.SWIN.EMBED_DIM == 8
+    assert cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 8
 
 
 def test_unknown_key_is_rejected_with_its_name(tmp_path):

@@ -160,7 +160,7 @@ def test_mask2former_recipe_equals_official_merged_config(reference_dir):
     ours = load("ade20k/Base-ADE20K-Mask2Former.yaml")
     official = yaml.safe_load((reference_dir / "micro_msdeform_config.yaml").read_text())
     micro = {"HIDDEN_DIM", "DIM_FEEDFORWARD", "NUM_OBJECT_QUERIES", "DEC_LAYERS", "NUM_CLASSES"}
-    micro |= {"CONVS_DIM", "MASK_DIM", "TRANSFORMER_ENC_LAYERS"}
+    micro |= {"CONVS_DIM", "MASK_DIM", "TRANSFORMER_ENC_LAYERS", "TRAIN_NUM_POINTS"}
     for section in ["SOLVER", "INPUT", "TEST", "DATASETS"]:
         _assert_same(ours[section], official[section], section)
     for section in ["MASK_FORMER", "SEM_SEG_HEAD"]:

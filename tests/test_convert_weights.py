@@ -24,6 +24,11 @@ from semask.modeling.backbone.mit import D2SeMaskMiT
 sys.path.insert(0, str(REPO_ROOT / "tools"))
 import convert_weights  # noqa: E402
 
+# The backbone of the reference fixtures' micro models (tests/fixtures/mask2former).
+MICRO_SWIN = dict(
+    num_classes=7, embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), mlp_ratio=2.0
+)
+
 STAGES = ("res2", "res3", "res4", "res5")
 IMAGENET_MISSING = ("norm0", "norm1", "norm2", "semantic_layer")
 
@@ -117,9 +122,7 @@ def test_timm_converter_moves_downsampling_to_the_previous_stage():
 def test_official_semask_checkpoint_loads_strictly(reference_dir):
     official = torch.load(reference_dir / "micro_msdeform.pth")
     converted = convert_semask_official({"model": official})
-    model = D2SeMaskSwinTransformer(
-        num_classes=19, embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)
-    )
+    model = D2SeMaskSwinTransformer(**MICRO_SWIN)
     model.load_state_dict(converted, strict=True)
     assert convert_semask_official(converted).keys() == converted.keys()
 
@@ -140,9 +143,7 @@ def test_cli_writes_detectron2_pkl_that_the_checkpointer_loads(reference_dir, tm
         data = pickle.load(f)
     assert all(k.startswith("backbone.") for k in data["model"])
     holder = torch.nn.Module()
-    holder.backbone = D2SeMaskSwinTransformer(
-        num_classes=19, embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)
-    )
+    holder.backbone = D2SeMaskSwinTransformer(**MICRO_SWIN)
     SeMaskCheckpointer(holder).load(str(output))
     official = torch.load(reference_dir / "micro_msdeform.pth")
     for name, value in holder.backbone.state_dict().items():
@@ -153,9 +154,7 @@ def test_cli_writes_safetensors_that_the_checkpointer_loads(reference_dir, tmp_p
     output = tmp_path / "semask_micro.safetensors"
     convert_weights.main(["semask", str(reference_dir / "micro_msdeform.pth"), str(output)])
     holder = torch.nn.Module()
-    holder.backbone = D2SeMaskSwinTransformer(
-        num_classes=19, embed_dim=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)
-    )
+    holder.backbone = D2SeMaskSwinTransformer(**MICRO_SWIN)
     SeMaskCheckpointer(holder, strict=True).load(str(output))
     official = torch.load(reference_dir / "micro_msdeform.pth")
     for name, value in holder.backbone.state_dict().items():
@@ -170,7 +169,7 @@ def test_cli_refuses_an_output_that_model_weights_would_not_read(tmp_path, capsy
 
 def test_cli_rejects_checkpoint_for_another_class_count(reference_dir, tmp_path):
     with pytest.raises(
-        ValueError, match=r"mlp_cls_q\.weight: checkpoint \[19, 24\] vs model \[150, 24\]"
+        ValueError, match=r"mlp_cls_q\.weight: checkpoint \[7, 8\] vs model \[150, 8\]"
     ):
         convert_weights.main(
             [

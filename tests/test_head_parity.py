@@ -1,4 +1,5 @@
-"""BranchMaskFormerHead against the official fixtures, and its behaviour on bad input."""
+"""BranchMaskFormerHead against the official fixtures (``tests/fixtures/mask2former``), and its
+behaviour on bad input."""
 
 import json
 
@@ -14,17 +15,20 @@ PREFIX = "sem_seg_head."
 MODELS = ["micro_msdeform", "micro_msfapn"]
 
 
-def micro_input_shape(priors=True):
-    shape = {f"res{i}": ShapeSpec(channels=24 * 2 ** (i - 2), stride=2**i) for i in range(2, 6)}
+def micro_input_shape(priors=True, embed_dim=24, num_classes=19):
+    shape = {f"res{i}": ShapeSpec(embed_dim * 2 ** (i - 2), stride=2**i) for i in range(2, 6)}
     if priors:
-        shape.update({f"prior_res{i}": ShapeSpec(channels=19, stride=2**i) for i in range(2, 6)})
+        shape.update({f"prior_res{i}": ShapeSpec(num_classes, stride=2**i) for i in range(2, 6)})
     return shape
 
 
 def build_head(reference_dir, model):
     cfg = semask_cfg()
     cfg.merge_from_file(str(reference_dir / f"{model}_config.yaml"))
-    return SEM_SEG_HEADS_REGISTRY.get(cfg.MODEL.SEM_SEG_HEAD.NAME)(cfg, micro_input_shape())
+    shape = micro_input_shape(
+        embed_dim=cfg.MODEL.SWIN.EMBED_DIM, num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    )
+    return SEM_SEG_HEADS_REGISTRY.get(cfg.MODEL.SEM_SEG_HEAD.NAME)(cfg, shape)
 
 
 def head_state(reference_dir, model):

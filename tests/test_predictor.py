@@ -191,12 +191,12 @@ def test_mismatched_weights_are_an_error(tmp_path):
 
 
 def micro_cfg(reference_dir) -> CfgNode:
-    """The official micro SeMask-Mask2Former config; test resizing keeps the 200x264 input."""
+    """The official micro SeMask-Mask2Former config; test resizing keeps the 75x101 input."""
     cfg = semask_cfg()
     cfg.merge_from_file(str(reference_dir / "micro_msdeform_config.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = str(reference_dir / "micro_msdeform.pth")
-    cfg.INPUT.MIN_SIZE_TEST = 200
+    cfg.INPUT.MIN_SIZE_TEST = 75
     return cfg
 
 
@@ -208,16 +208,17 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_predictor_reproduces_the_official_micro_model(reference_dir):
     predictor = SeMaskPredictor(micro_cfg(reference_dir), return_priors=True)
     reference = torch.load(reference_dir / "micro_msdeform_outputs.pt")
-    image_rgb = torch.load(reference_dir / "input_200x264.pt").permute(1, 2, 0).numpy()
+    image_rgb = torch.load(reference_dir / "input_75x101.pt").permute(1, 2, 0).numpy()
     prediction = predictor.predict(np.ascontiguousarray(image_rgb[:, :, ::-1]))
     assert relative_error(prediction.scores, reference["sem_seg"]) < 1e-4
     assert torch.equal(prediction.labels, prediction.scores.argmax(dim=0))
-    # Priors are cropped to the image: 200x264 covers 50x66 of the padded 56x72 stride-4 map.
-    assert relative_error(prediction.sem_prior, reference["sem_head_pred"][0, :, :200, :264]) < 1e-4
+    # Priors are cropped to the image: 75x101 covers 19x26 of the padded 24x32 stride-4 map.
+    assert relative_error(prediction.sem_prior, reference["sem_head_pred"][0, :, :75, :101]) < 1e-4
+    assert set(prediction.stage_priors) == {"res2", "res3", "res4", "res5"}
     for name, prior in prediction.stage_priors.items():
         official = reference["cls_outputs"][name][0]
         stride = 2 ** (int(name[-1]))
-        assert prior.shape == (19, -(-200 // stride), -(-264 // stride))
+        assert prior.shape == (7, -(-75 // stride), -(-101 // stride))
         assert relative_error(prior, official[:, : prior.shape[1], : prior.shape[2]]) < 1e-4
     assert predictor.metadata.stuff_classes[:2] == ["wall", "building"]
 
@@ -225,7 +226,7 @@ def test_predictor_reproduces_the_official_micro_model(reference_dir):
 def test_official_weights_do_not_fit_another_class_count(reference_dir):
     cfg = micro_cfg(reference_dir)
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 150
-    with pytest.raises(WeightsError, match=r"\(19, 24\) vs model \(150, 24\)"):
+    with pytest.raises(WeightsError, match=r"\(7, 8\) vs model \(150, 8\)"):
         SeMaskPredictor(cfg)
 
 
