@@ -102,3 +102,40 @@ def test_maskformer_file_over_the_project_config_builds_the_published_model():
     assert type(model.sem_seg_head.predictor).__name__ == "StandardTransformerDecoder"
     assert type(model.sem_seg_head.pixel_decoder).__name__ == "BasePixelDecoder"
     assert model.backbone.windowed_stages == {0, 1, 2}
+
+
+MF = "SeMask-MaskFormer/configs/ade20k-150/"
+M2F_ADE = "SeMask-Mask2Former/configs/ade20k/semantic-segmentation/"
+
+
+@pytest.mark.parametrize(
+    "name, problem, suggested",
+    [
+        (MF + "Base-ADE20K-150.yaml", "MODEL.META_ARCHITECTURE = 'GeneralizedRCNN'", "maskformer/"),
+        (
+            MF + "swin/maskformer_swin_tiny_bs16_160k.yaml",
+            "MODEL.META_ARCHITECTURE = 'MaskFormer'",
+            "maskformer/swin_large_IN21k_384_bs16_160k_res640.yaml",
+        ),
+        (
+            M2F_ADE + "swin/maskformer2_swin_tiny_bs16_160k.yaml",
+            "MODEL.SEM_SEG_HEAD.NAME = 'MaskFormerHead'",
+            "mask2former/swin_large_IN21k_384_bs16_160k_res640.yaml",
+        ),
+        (
+            MF + "per_pixel_baseline_R50_bs16_160k.yaml",
+            "MODEL.SEM_SEG_HEAD.NAME = 'PerPixelBaselineHead'",
+            "configs/*/semantic_fpn/",
+        ),
+        (
+            M2F_ADE + "semask_swin/semask_maskformer2_R50_bs16_160k.yaml",
+            "MODEL.BACKBONE.NAME = 'build_resnet_backbone'",
+            "mask2former/semask_swin_large",
+        ),
+    ],
+)
+def test_refusal_names_the_key_and_the_family_config(name, problem, suggested):
+    with pytest.raises(ConfigError) as refused:
+        validate_config(merged(FORK_YAMLS / name), datasets=False)
+    line = next(line for line in str(refused.value).splitlines() if problem in line)
+    assert suggested in line, line

@@ -43,8 +43,9 @@ MASKFORMER = Family(
     plain_config="configs/ade20k/maskformer/swin_large_IN21k_384_bs16_160k_res640.yaml",
 )
 
-# Names that only the forks' YAML files use, with what this project builds instead ({config},
-# {plain}: the configs of the family the file's TRANSFORMER_IN_FEATURE selects).
+# Names that only the forks' YAML files use (or a merged fork file leaves at detectron2's default),
+# with what this project builds instead ({config}, {plain}: the configs of the family the file's
+# TRANSFORMER_IN_FEATURE selects).
 _PLAIN = (
     "is the forks' model without SeMask; this project's are SeMaskMaskFormer + "
     "BranchMaskFormerHead with MODEL.BACKBONE.NAME 'D2SwinTransformer': start from {plain}"
@@ -57,14 +58,21 @@ _RESNET = (
     "the forks' ResNet files are only bases of their Swin configs (no published SeMask model "
     "uses a ResNet): start from {config}"
 )
+_NO_MODEL = (
+    "is detectron2's default (object detection): the config names no SeMask model (the forks' "
+    "Base files name none): start from {config}"
+)
 FORK_ONLY_NAMES = {
+    ("MODEL.META_ARCHITECTURE", "GeneralizedRCNN"): _NO_MODEL,
     ("MODEL.META_ARCHITECTURE", "MaskFormer"): _PLAIN,
     ("MODEL.SEM_SEG_HEAD.NAME", "MaskFormerHead"): _PLAIN,
     ("MODEL.SEM_SEG_HEAD.NAME", "PerPixelBaselineHead"): _PER_PIXEL,
     ("MODEL.SEM_SEG_HEAD.NAME", "PerPixelBaselinePlusHead"): _PER_PIXEL,
-    ("MODEL.BACKBONE.NAME", "build_resnet_backbone"): _RESNET,
-    ("MODEL.BACKBONE.NAME", "build_resnet_deeplab_backbone"): _RESNET,
 }
+# Backbones of the forks' ResNet files, refused in a mask-classification model (a SeMask head
+# reads semantic priors that a ResNet does not make).
+RESNET_BACKBONES = ("build_resnet_backbone", "build_resnet_deeplab_backbone")
+MASK_CLASSIFICATION = ("SeMaskMaskFormer", "MaskFormer")
 
 
 def family_of(cfg: CfgNode) -> Family:
@@ -83,10 +91,15 @@ def _get(cfg: CfgNode, key: str) -> object:
 def fork_name_problems(cfg: CfgNode) -> List[str]:
     """``KEY = value: why`` for every name in ``cfg`` that only a fork's YAML uses."""
     family = family_of(cfg)
+    found = [
+        (key, name, why) for (key, name), why in FORK_ONLY_NAMES.items() if _get(cfg, key) == name
+    ]
+    backbone = cfg.MODEL.BACKBONE.NAME
+    if backbone in RESNET_BACKBONES and cfg.MODEL.META_ARCHITECTURE in MASK_CLASSIFICATION:
+        found.append(("MODEL.BACKBONE.NAME", backbone, _RESNET))
     return [
         f"{key} = {name!r}: " + why.format(config=family.config, plain=family.plain_config)
-        for (key, name), why in FORK_ONLY_NAMES.items()
-        if _get(cfg, key) == name
+        for key, name, why in found
     ]
 
 
