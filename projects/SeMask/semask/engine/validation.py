@@ -10,6 +10,7 @@ from detectron2.utils import comm
 
 from ..modeling.backbone.common import STAGE_NAMES
 from ..modeling.matcher import MASK_LOSSES
+from ..modeling.meta_arch.families import decoder_problems, fork_name_problems, windowing_problems
 from .amp import PRECISIONS
 
 SWIN_BACKBONES = ("D2SeMaskSwinTransformer", "D2SwinTransformer")
@@ -86,8 +87,12 @@ def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
     (``MODEL.BACKBONE.NAME``), the mask-former keys, input sizes and the batch size; with
     ``datasets`` also that every data set of ``DATASETS.TRAIN`` and ``DATASETS.TEST`` is
     registered and has ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` classes (only metadata is read).
+    Names only a published fork's YAML uses are refused, and a mask-classification config must
+    have the transformer decoder and windowed stages of its published family
+    (:mod:`semask.modeling.meta_arch.families`).
     """
     checker = _Checker(cfg)
+    checker.problems.extend(fork_name_problems(cfg))
     num_classes_ok = checker.int_at_least("MODEL.SEM_SEG_HEAD.NUM_CLASSES", 1)
     if num_classes_ok:
         _check_ignore_value(checker)
@@ -98,6 +103,7 @@ def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
         _check_mit(checker)
     if cfg.MODEL.META_ARCHITECTURE in MASK_FORMER_ARCHITECTURES:
         _check_mask_former(checker)
+        checker.problems.extend(decoder_problems(cfg) + windowing_problems(cfg))
     _check_input(checker)
     _check_solver(checker)
     if datasets and num_classes_ok:

@@ -14,6 +14,7 @@ from torch import nn
 from ...data.targets import sem_seg_to_masks
 from ..criterion import SetCriterion, loss_cate
 from ..matcher import HungarianMatcher
+from .families import check_buildable
 from .inference import (
     instance_inference,
     normalize_and_pad,
@@ -108,6 +109,7 @@ class SeMaskMaskFormer(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict:
+        check_buildable(cfg)
         backbone = build_backbone(cfg)
         test = cfg.MODEL.MASK_FORMER.TEST
         metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else None
