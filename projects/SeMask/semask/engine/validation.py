@@ -1,6 +1,7 @@
 """Start-up checks of a config: every value SeMask's components cannot work with is reported at
 once, by key, before a model is built or any data is loaded."""
 
+import logging
 from numbers import Integral, Real
 from typing import Any, Callable, List, Sequence
 
@@ -20,6 +21,9 @@ DATASET_MAPPERS = ("mask_former_semantic", "semantic")
 RELATIVE_CROPS = ("relative", "relative_range")
 ABSOLUTE_CROPS = ("absolute", "absolute_range")
 SEMANTIC_EVALUATORS = ("sem_seg", "cityscapes_sem_seg")
+
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -88,8 +92,10 @@ def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
     ``datasets`` also that every data set of ``DATASETS.TRAIN`` and ``DATASETS.TEST`` is
     registered and has ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` classes (only metadata is read).
     Names only a published fork's YAML uses are refused, and a mask-classification config must
-    have the transformer decoder and windowed stages of its published family
-    (:mod:`semask.modeling.meta_arch.families`).
+    have the transformer decoder of its published family
+    (:mod:`semask.modeling.meta_arch.families`); windowed stages other than the family's are
+    allowed (a new model) but logged as a WARNING, since that family's checkpoints compute their
+    published function only with its own stages.
     """
     checker = _Checker(cfg)
     checker.problems.extend(fork_name_problems(cfg))
@@ -103,7 +109,9 @@ def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
         _check_mit(checker)
     if cfg.MODEL.META_ARCHITECTURE in MASK_FORMER_ARCHITECTURES:
         _check_mask_former(checker)
-        checker.problems.extend(decoder_problems(cfg) + windowing_problems(cfg))
+        checker.problems.extend(decoder_problems(cfg))
+        for problem in windowing_problems(cfg):
+            logger.warning(f"{problem} (fine for a model trained so; not for that fork's weights)")
     _check_input(checker)
     _check_solver(checker)
     if datasets and num_classes_ok:
