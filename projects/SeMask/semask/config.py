@@ -54,7 +54,7 @@ def _add_semask_node(cfg: CN) -> None:
     cfg.MODEL.SEMASK = CN()
     # Backbone stages (0..3) whose semantic layer attends in windows of SEM_WINDOW_SIZE; the
     # others attend globally. Published forks differ: SeMask-Mask2Former/FAPN [0, 1],
-    # SeMask-MaskFormer [0, 1, 2], SeMask-FPN per model (see configs/README.md).
+    # SeMask-MaskFormer [0, 1, 2], SeMask-FPN per model (README, Configs).
     cfg.MODEL.SEMASK.WINDOWED_STAGES = [0, 1]
 
 
