@@ -4,13 +4,12 @@ NaN/inf to scipy, and a non-finite loss term stops the step before the optimizer
 import pytest
 import torch
 from conftest import REPO_ROOT
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.events import EventStorage
+from test_train_e2e import tiny_opts
 from torch import nn
 
 import semask.modeling.matcher as matcher_module
-from semask.data.builtin import register_sem_seg
-from semask.data.quickstart import QUICKSTART_CLASSES, QUICKSTART_COLORS, generate
+from semask.data.quickstart import generate
 from semask.engine import FiniteSimpleTrainer, MixedPrecisionTrainer, Trainer, build_cfg
 from semask.modeling.criterion import SetCriterion
 from semask.modeling.matcher import HungarianMatcher
@@ -136,44 +135,12 @@ def test_trainer_uses_the_checking_step(tmp_path):
 
 
 def _cfg(root, max_iter, base_lr):
-    for name, split in (("numerics_tiny_train", "training"), ("numerics_tiny_val", "validation")):
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
-        register_sem_seg(
-            name,
-            str(root / "data" / "images" / split),
-            str(root / "data" / "annotations" / split),
-            QUICKSTART_CLASSES,
-            QUICKSTART_COLORS,
-        )
+    """The tiny end-to-end run of test_train_e2e with ``base_lr`` and no checkpoints."""
     if not (root / "data").exists():
         generate(root / "data", num_train=4, num_val=1, size=64, seed=3)
-    opts = {
-        "DATASETS.TRAIN": "('numerics_tiny_train',)",
-        "DATASETS.TEST": "('numerics_tiny_val',)",
-        "MODEL.DEVICE": "cpu",
-        "MODEL.SWIN.EMBED_DIM": "16",
-        "MODEL.SWIN.DEPTHS": "[1, 1, 1, 1]",
-        "MODEL.SEM_SEG_HEAD.CONVS_DIM": "32",
-        "MODEL.SEM_SEG_HEAD.MASK_DIM": "32",
-        "MODEL.MASK_FORMER.HIDDEN_DIM": "32",
-        "MODEL.MASK_FORMER.DIM_FEEDFORWARD": "64",
-        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": "8",
-        "MODEL.MASK_FORMER.DEC_LAYERS": "2",
-        "MODEL.MASK_FORMER.TRAIN_NUM_POINTS": "256",
-        "INPUT.MIN_SIZE_TRAIN": "(64,)",
-        "INPUT.CROP.SIZE": "(64, 64)",
-        "SOLVER.IMS_PER_BATCH": "2",
-        "SOLVER.BASE_LR": str(base_lr),
-        "SOLVER.MAX_ITER": str(max_iter),
-        "SOLVER.WARMUP_ITERS": "0",
-        "SOLVER.CHECKPOINT_PERIOD": "1000",
-        "DATALOADER.NUM_WORKERS": "0",
-        "SEED": "1",
-        "OUTPUT_DIR": str(root / "out"),
-    }
-    return build_cfg(str(CONFIG), [item for pair in opts.items() for item in pair])
+    opts = tiny_opts(root / "data", root / "out", max_iter)
+    opts += ["SOLVER.BASE_LR", str(base_lr), "SOLVER.CHECKPOINT_PERIOD", "1000"]
+    return build_cfg(str(CONFIG), opts)
 
 
 @pytest.mark.slow
