@@ -12,7 +12,7 @@ from semask.modeling.backbone import SWIN_SIZES, D2SeMaskSwinTransformer, set_sd
 from semask.modeling.backbone.convert import load_backbone_state_dict, strip_prefix
 
 STAGES = ("res2", "res3", "res4", "res5")
-# Parameter counts with 150 classes; T and L are the official counts (SEMASK.md section 1).
+# Parameter counts with 150 classes; T and L are the official counts measured on the published code.
 SEMASK_PARAMS = {"T": 29_526_382, "S": 50_844_286, "B": 90_250_540, "L": 202_344_808}
 SEMANTIC_LAYER_PARAMS = {"T": 2_005_684, "S": 2_005_684, "B": 3_370_164, "L": 7_143_604}
 

@@ -9,7 +9,7 @@ from semask.modeling.heads import aggregate_priors
 
 
 def independent_sum(priors):
-    """SEMASK.md section 2 with nn.Upsample modules, written separately from the function."""
+    """docs/DESIGN.md section 2 with nn.Upsample modules, written separately from the function."""
     up2 = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
     size = priors[0].shape[-2:]
     total = priors[0].clone()

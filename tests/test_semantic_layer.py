@@ -10,7 +10,7 @@ BRANCH = ("gamma", "mlp_res", "mlp_cls_k", "mlp_v")
 
 
 def attention_by_formula(block: SemanticAttention, t: torch.Tensor) -> torch.Tensor:
-    """SEMASK.md section 1, written out (eval mode: no dropout)."""
+    """docs/DESIGN.md section 1, written out (eval mode: no dropout)."""
     s = t @ block.mlp_cls_q.weight.T + block.mlp_cls_q.bias
     kc = t @ block.mlp_cls_k.weight.T + block.mlp_cls_k.bias
     v = t @ block.mlp_v.weight.T + block.mlp_v.bias

@@ -2,7 +2,7 @@
 
 Parameter names follow the SegFormer ImageNet checkpoints (``patch_embed{i}``, ``block{i}``,
 ``norm{i}``, i = 1..4) plus ``semantic_layer{i}``, applied after each stage's blocks and before
-its ``norm{i}`` (SEMASK.md section 7).
+its ``norm{i}`` (docs/DESIGN.md section 5).
 """
 
 from functools import partial

@@ -11,7 +11,7 @@ from .windows import pad_to_multiple, window_partition, window_reverse
 
 
 class SemanticAttention(nn.Module):
-    """Single-head attention whose queries and keys are class logits (SEMASK.md section 1).
+    """Single-head attention whose queries and keys are class logits (docs/DESIGN.md section 1).
 
     ``S = mlp_cls_q(t)`` are the prior logits; ``out = gamma * mlp_res(softmax(S Kc^T) V) + t``.
     No scaling of the affinity logits.

@@ -20,7 +20,7 @@ from .common import (
 from .semantic_layer import SemanticLayer
 from .swin_blocks import PatchEmbed, PatchMerging, SwinTransformerBlock, shifted_window_mask
 
-# (EMBED_DIM, DEPTHS, NUM_HEADS, WINDOW_SIZE) of the published sizes (SEMASK.md section 1).
+# (EMBED_DIM, DEPTHS, NUM_HEADS, WINDOW_SIZE) of the published sizes (docs/DESIGN.md section 1).
 SWIN_SIZES = {
     "T": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24), "window_size": 7},
     "S": {"embed_dim": 96, "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24), "window_size": 7},
