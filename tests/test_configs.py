@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from conftest import REPO_ROOT, semask_cfg
 from detectron2.modeling import (
@@ -14,6 +15,7 @@ from detectron2.modeling import (
 )
 
 from semask.modeling.backbone import MIT_SIZES
+from semask.modeling.criterion import ignore_aware_cross_entropy
 from semask.modeling.meta_arch import build_criterion
 from semask.modeling.pixel_decoder import PIXEL_DECODER_REGISTRY
 from semask.modeling.transformer_decoder import TRANSFORMER_DECODER_REGISTRY
@@ -214,15 +216,27 @@ def test_cpu_build_matches_meta_build(name):
 
 
 def test_mit_config_trains_and_infers():
+    """The MiT-B0 model: its prior loss is 0.4 x the cross-entropy of the prior it returns
+    (without drop-path), and its outputs at a requested size are the resize of the full ones."""
+    cfg = load("ade20k/semantic_fpn/semask_mit_b0_bs16_80k_res512.yaml")
+    cfg.MODEL.MIT.DROP_PATH_RATE = 0.0
+    cfg.MODEL.MASK_FORMER.TEST.RETURN_PRIOR = True
     torch.manual_seed(0)
-    model = build_model(load("ade20k/semantic_fpn/semask_mit_b0_bs16_80k_res512.yaml"))
-    image = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
-    losses = model([{"image": image, "sem_seg": torch.randint(0, 150, (64, 96))}])
+    model = build_model(cfg)
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8, generator=g)
+    label = torch.randint(0, 150, (64, 96), generator=g)
+    losses = model([{"image": image, "sem_seg": label}])
     assert set(losses) == {"loss_sem_seg", "loss_cate"}
     assert all(torch.isfinite(v) for v in losses.values())
     with torch.no_grad():
         (out,) = model.eval()([{"image": image, "height": 32, "width": 48}])
-    assert out["sem_seg"].shape == (150, 32, 48) and torch.isfinite(out["sem_seg"]).all()
+        (full,) = model([{"image": image}])
+    assert out["sem_seg"].shape == (150, 32, 48)
+    resized = F.interpolate(full["sem_seg"][None], size=(32, 48), mode="bilinear")[0]
+    torch.testing.assert_close(out["sem_seg"], resized)
+    prior_ce = ignore_aware_cross_entropy(full["sem_prior"][None], label[None])
+    torch.testing.assert_close(losses["loss_cate"], 0.4 * prior_ce)
 
 
 def test_maskformer_recipe():

@@ -70,10 +70,16 @@ def test_groups_must_divide_channels():
 
 
 def test_single_pixel_input_and_bf16_autocast():
+    """Under bf16 autocast the deformable convolution runs in float32: equal (to float32 rounding)
+    to a float32 run on the same bf16-rounded inputs, with fractional offsets."""
     dcn = make_dcn()
     x = torch.randn(2, 4, 1, 1)
     expected = 0.5 * F.conv2d(x, dcn.weight, padding=1) + dcn.bias.view(1, -1, 1, 1)
     torch.testing.assert_close(dcn(x, x), expected, rtol=1e-5, atol=1e-5)
+    set_offsets(dcn, 0.3, -0.6, mask_logit=0.5)
+    g = torch.Generator().manual_seed(3)
+    x, offset_input = (torch.randn(2, 4, 5, 5, generator=g).bfloat16() for _ in range(2))
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-        out = dcn(torch.randn(2, 4, 5, 5).bfloat16(), torch.randn(2, 4, 5, 5).bfloat16())
-    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+        out = dcn(x, offset_input)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, dcn(x.float(), offset_input.float()))

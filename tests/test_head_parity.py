@@ -144,14 +144,20 @@ def test_bad_configs_and_inputs_are_reported():
         head(features)
 
 
-def test_bf16_autocast_gives_finite_outputs():
+def test_bf16_autocast_is_close_to_float32():
+    """bf16 keeps 8 significant bits (relative rounding up to 2**-8 = 0.4%); the head under bf16
+    autocast stays within 2% (relative norm error; measured 0.35-0.6%) of a float32 run on the same
+    bf16-rounded features, for every prediction and the prior."""
     cfg = tiny_cfg()
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "MSDeformAttnPixelFANDecoder"
     head = SEM_SEG_HEADS_REGISTRY.get("BranchMaskFormerHead")(cfg, micro_input_shape()).eval()
     features = {k: v.bfloat16() for k, v in tiny_features().items()}
-    with torch.autocast(device_type="cpu", dtype=torch.bfloat16), torch.no_grad():
-        out = head(features)
-    for aux in out["aux_outputs"] + [out]:
-        assert torch.isfinite(aux["pred_logits"].float()).all()
-        assert torch.isfinite(aux["pred_masks"].float()).all()
-    assert torch.isfinite(out["sem_pred"].float()).all()
+    with torch.no_grad():
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            out = head(features)
+        expected = head({k: v.float() for k, v in features.items()})
+    pairs = [(out, expected)] + list(zip(out["aux_outputs"], expected["aux_outputs"]))
+    for actual, reference in pairs:
+        for key in ("pred_logits", "pred_masks"):
+            assert relative_error(actual[key].float(), reference[key]) < 2e-2, key
+    assert relative_error(out["sem_pred"].float(), expected["sem_pred"]) < 2e-2

@@ -3,12 +3,8 @@
 import pytest
 import torch
 
-from semask.modeling.criterion import dice_loss, focal_loss, sigmoid_ce_loss
 from semask.modeling.matcher import (
     HungarianMatcher,
-    pairwise_dice,
-    pairwise_sigmoid_ce,
-    pairwise_sigmoid_focal,
 )
 
 
@@ -60,18 +56,6 @@ def test_empty_targets_give_empty_indices():
     ]
     indices = HungarianMatcher(num_points=64)(outputs, targets)
     assert [len(r) for r, _ in indices] == [0, 2]
-
-
-def test_pairwise_costs_equal_per_pair_losses():
-    logits, labels = torch.randn(3, 50), (torch.rand(4, 50) > 0.5).float()
-    ce, dice = pairwise_sigmoid_ce(logits, labels), pairwise_dice(logits, labels)
-    focal = pairwise_sigmoid_focal(logits, labels)
-    for q in range(3):
-        for n in range(4):
-            pair = (logits[q : q + 1], labels[n : n + 1])
-            torch.testing.assert_close(ce[q, n], sigmoid_ce_loss(*pair, 1.0))
-            torch.testing.assert_close(dice[q, n], dice_loss(*pair, 1.0))
-            torch.testing.assert_close(focal[q, n], focal_loss(*pair, 1.0))
 
 
 def test_rejects_bad_arguments():

@@ -120,11 +120,18 @@ def test_empty_batch(name):
 
 
 def test_bf16_autocast_keeps_msdeform_decoder_in_float32():
+    """Under bf16 autocast the decoder computes in float32: its outputs equal (to float32
+    rounding) those of a float32 run on the same bf16-rounded inputs."""
     decoder = build("MSDeformAttnPixelFANDecoder").eval()
     feats = {k: v.bfloat16() for k, v in features(1, 64, 64).items()}
-    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-        mask_features, _, multi_scale = decoder.forward_features(feats)
-    assert mask_features.dtype == torch.float32 and torch.isfinite(mask_features).all()
+    with torch.no_grad():
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            mask_features, _, multi_scale = decoder.forward_features(feats)
+        expected = decoder.forward_features({k: v.float() for k, v in feats.items()})
+    assert mask_features.dtype == torch.float32
+    torch.testing.assert_close(mask_features, expected[0])
+    for level, reference in zip(multi_scale, expected[2]):
+        torch.testing.assert_close(level, reference)
 
 
 def test_missing_encoder_feature_is_reported():

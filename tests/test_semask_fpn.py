@@ -131,20 +131,34 @@ def test_all_ignore_targets_give_zero_finite_losses():
 
 
 def test_model_end_to_end_with_priors():
+    """Shapes, and values: the outputs at a requested size are the bilinear resize of those at
+    the input size; without dropout (GroupNorm head) the training losses equal the cross-entropy
+    of the inference logits and 0.4 x that of the returned prior on the same labels."""
     cfg = tiny_fpn_cfg()
     cfg.MODEL.MASK_FORMER.TEST.RETURN_PRIOR = True
+    cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.0
+    torch.manual_seed(0)
     model = build_model(cfg).eval()
     assert type(model).__name__ == "SeMaskFPN"
-    image = torch.randint(0, 256, (3, 70, 100), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 70, 100), dtype=torch.uint8, generator=g)
     with torch.no_grad():
         (out,) = model([{"image": image, "height": 35, "width": 50}])
+        (full,) = model([{"image": image}])
     assert out["sem_seg"].shape == (K, 35, 50) and out["sem_prior"].shape == (K, 35, 50)
     sizes = {k: tuple(v.shape) for k, v in out["stage_priors"].items()}
     assert sizes == {"res2": (K, 18, 25), "res3": (K, 9, 13), "res4": (K, 5, 7), "res5": (K, 3, 4)}
-    model.train()
-    losses = model([{"image": image, "sem_seg": torch.randint(0, K, (70, 100))}])
+    for key in ("sem_seg", "sem_prior"):
+        resized = F.interpolate(full[key][None], size=(35, 50), mode="bilinear")[0]
+        torch.testing.assert_close(out[key], resized)
+    label = torch.randint(0, K, (70, 100), generator=g)
+    label[:8] = 255
+    losses = model.train()([{"image": image, "sem_seg": label}])
     assert set(losses) == {"loss_sem_seg", "loss_cate"}
-    assert all(torch.isfinite(v) for v in losses.values())
+    ce = F.cross_entropy(full["sem_seg"][None], label[None], ignore_index=255)
+    torch.testing.assert_close(losses["loss_sem_seg"], ce)
+    prior_ce = ignore_aware_cross_entropy(full["sem_prior"][None], label[None])
+    torch.testing.assert_close(losses["loss_cate"], 0.4 * prior_ce)
 
 
 def test_plain_swin_baseline_has_no_prior_loss():

@@ -1,6 +1,7 @@
 """End to end: train a tiny SeMask Mask2Former on a generated set, checkpoint, resume, evaluate;
 and the same training in 2 CPU processes (gloo DDP) ends with identical weights on both ranks."""
 
+import json
 import math
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 from conftest import REPO_ROOT
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import HookBase
+from detectron2.utils.env import seed_all_rng
 
 from semask.data.builtin import register_sem_seg
 from semask.data.quickstart import QUICKSTART_CLASSES, QUICKSTART_COLORS, generate
@@ -129,6 +131,24 @@ def test_train_checkpoint_resume_evaluate(data_root, tmp_path):
     results = Trainer.test(resumed.cfg, resumed.model)["sem_seg"]
     assert 0.0 <= results["mIoU"] <= 100.0 and math.isfinite(results["mIoU"])
     assert set(f"IoU-{c}" for c in QUICKSTART_CLASSES) <= set(results)
+
+
+# mIoU on its own 8 training images after 160 iterations, measured with seeds 1-4: 61.8, 85.1,
+# 52.2, 71.6; with the mask logits zeroed (a broken model): 2.1-9.0. The bound lies between.
+MIN_TRAINING_SET_MIOU = 30.0
+
+
+def test_tiny_run_fits_its_training_images(data_root, tmp_path):
+    opts = tiny_opts(data_root, tmp_path, max_iter=160)
+    opts += ["DATASETS.TEST", f"('{TRAIN}',)", "SOLVER.CHECKPOINT_PERIOD", "1000"]
+    cfg = build_cfg(str(CONFIG), opts)
+    seed_all_rng(cfg.SEED)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.json").open()]
+    (miou,) = [m["sem_seg/mIoU"] for m in metrics if "sem_seg/mIoU" in m]
+    assert miou >= MIN_TRAINING_SET_MIOU, f"mIoU {miou:.1f} on the training images"
 
 
 def _train_one_rank(data_root, output_dir):

@@ -95,6 +95,37 @@ def test_mask2former_attention_mask_follows_predicted_masks():
     assert attn_mask.shape == (4, QUERIES, 6) and attn_mask.all()
 
 
+class PlantedEmbedding(torch.nn.Module):
+    """Stands in for ``mask_embed``: query q's mask embedding is the one-hot vector of channel q,
+    so its mask logits are channel q of the mask features."""
+
+    def forward(self, decoded):
+        one_hot = torch.eye(QUERIES, MASK_DIM)
+        return one_hot.expand(decoded.shape[0], -1, -1)
+
+
+def test_mask2former_attention_mask_is_planted_mask_below_one_half():
+    """Mask logits constant on 2 x 2 blocks, downsampled 2x (bilinear: the block values exactly):
+    query q of image b may not attend where sigmoid(block) < 0.5, for every head."""
+    decoder = build("MultiScaleMaskedTransformerDecoder").eval()
+    decoder.mask_embed = PlantedEmbedding()
+    gen = torch.Generator().manual_seed(4)
+    blocks = torch.randn(2, MASK_DIM, 7, 9, generator=gen)
+    blocks = blocks + 0.1 * blocks.sign()  # no logit near 0
+    mask_features = blocks.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # 14 x 18
+    output = torch.zeros(QUERIES, 2, HIDDEN)
+    with torch.no_grad():
+        _, masks, attn_mask = decoder.forward_prediction_heads(output, mask_features, (7, 9))
+    torch.testing.assert_close(masks, mask_features[:, :QUERIES])
+    expected = (blocks[:, :QUERIES].sigmoid() < 0.5).flatten(2)  # [2, Q, 63]
+    assert 0 < int(expected.sum()) < expected.numel()
+    heads = decoder.num_heads
+    assert attn_mask.shape == (2 * heads, QUERIES, 63)
+    for b in range(2):
+        for h in range(heads):
+            assert torch.equal(attn_mask[b * heads + h], expected[b])
+
+
 def test_mask2former_bad_input():
     decoder = build("MultiScaleMaskedTransformerDecoder")
     x, mask_features = multi_scale(1)
