@@ -66,6 +66,13 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--save-labels", action="store_true", help="also write label-map PNGs")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the overlay")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        metavar="N",
+        help="--input images per forward pass (same results; images of one size are batched)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides")
     return parser
 
@@ -199,34 +206,49 @@ def show(picture_rgb: np.ndarray, wait_ms: int, window: str = WINDOW) -> bool:
         ) from error
 
 
-def run_images(predictor: SeMaskPredictor, paths: Sequence[Path], args: argparse.Namespace) -> int:
-    """Segment the images ``paths``; return the number of them that could not be read."""
-    skipped, stems = 0, output_stems(paths)
-    for path in tqdm(paths, desc="images", disable=len(paths) < 2):
-        image = read_image(path)
-        if image is None:
-            skipped += 1
-            continue
-        start = time.perf_counter()
-        prediction = predictor.predict(image)
-        logger.info(
-            f"{path}: {image.shape[1]}x{image.shape[0]} in {time.perf_counter() - start:.3f} s"
-        )
-        picture, priors = render(image, prediction, predictor.metadata, args)
-        if args.output is None:
-            if priors is not None:
-                show(priors, 1, window=f"{WINDOW} priors")
-            if not show(picture, 0):
-                break
-            continue
-        main, priors_path, labels_path = output_paths(
-            Path(args.output), stems[path], len(paths) == 1
-        )
-        save_image(main, picture)
+def emit(
+    predictor: SeMaskPredictor,
+    path: Path,
+    image: np.ndarray,
+    prediction: SemanticPrediction,
+    stem: str,
+    single: bool,
+    args: argparse.Namespace,
+) -> bool:
+    """Draw one image's result and write it under --output (or show it); False once the user
+    pressed Esc."""
+    picture, priors = render(image, prediction, predictor.metadata, args)
+    if args.output is None:
         if priors is not None:
-            save_image(priors_path, priors)
-        if args.save_labels:
-            save_label_png(labels_path, prediction.labels)
+            show(priors, 1, window=f"{WINDOW} priors")
+        return show(picture, 0)
+    main, priors_path, labels_path = output_paths(Path(args.output), stem, single)
+    save_image(main, picture)
+    if priors is not None:
+        save_image(priors_path, priors)
+    if args.save_labels:
+        save_label_png(labels_path, prediction.labels)
+    return True
+
+
+def run_images(predictor: SeMaskPredictor, paths: Sequence[Path], args: argparse.Namespace) -> int:
+    """Segment the images ``paths``, ``--batch-size`` at a time; return the number of them that
+    could not be read."""
+    skipped, stems = 0, output_stems(paths)
+    with tqdm(total=len(paths), desc="images", disable=len(paths) < 2) as progress:
+        for first in range(0, len(paths), args.batch_size):
+            chunk = paths[first : first + args.batch_size]
+            loaded = [(path, read_image(path)) for path in chunk]
+            loaded = [(path, image) for path, image in loaded if image is not None]
+            skipped += len(chunk) - len(loaded)
+            start = time.perf_counter()
+            predictions = predictor.predict_batch([image for _, image in loaded], args.batch_size)
+            seconds = (time.perf_counter() - start) / max(len(loaded), 1)
+            for (path, image), prediction in zip(loaded, predictions):
+                logger.info(f"{path}: {image.shape[1]}x{image.shape[0]} in {seconds:.3f} s")
+                if not emit(predictor, path, image, prediction, stems[path], len(paths) == 1, args):
+                    return skipped
+            progress.update(len(chunk))
     return skipped
 
 
@@ -298,6 +320,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Inputs, the video source and MODEL.WEIGHTS are checked before any image is processed.
     """
     args = parse_args(argv)
+    if args.batch_size < 1:
+        raise SystemExit(f"error: --batch-size must be >= 1, got {args.batch_size}")
     cfg = build_cfg(args.config_file, args.opts)
     if args.input:
         paths, unmatched = expand_inputs(args.input)

@@ -16,6 +16,7 @@ def add_semask_config(cfg: CN) -> None:
     _add_mask_former_config(cfg)
     _add_sem_seg_head_config(cfg)
     _add_checkpoint_config(cfg)
+    _add_slide_config(cfg)
 
 
 def _add_input_config(cfg: CN) -> None:
@@ -203,3 +204,17 @@ def _add_checkpoint_config(cfg: CN) -> None:
     # Evaluate/predict with weights that leave model parameters unloaded or mis-shaped (a WARNING
     # with the count instead of an error): results then come from a partly random model.
     cfg.TEST.ALLOW_PARTIAL_WEIGHTS = False
+
+
+def _add_slide_config(cfg: CN) -> None:
+    cfg.TEST.SLIDE = CN()
+    # Sliding-window inference (mmseg's "slide" test mode): the test-resized image is covered by
+    # overlapping windows whose scores are averaged; semantic output only (no priors, panoptic or
+    # instances). False: the whole image at once.
+    cfg.TEST.SLIDE.ENABLED = False
+    # Window size (height, width); a side shorter than it is one window of that side.
+    cfg.TEST.SLIDE.CROP_SIZE = (512, 512)
+    # Distance (height, width) between window corners; at most CROP_SIZE, so windows cover all.
+    cfg.TEST.SLIDE.STRIDE = (341, 341)
+    # Windows per forward pass (results do not depend on it; memory grows with it).
+    cfg.TEST.SLIDE.BATCH_SIZE = 1

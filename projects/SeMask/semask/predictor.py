@@ -1,7 +1,7 @@
-"""Single-image inference: :class:`SeMaskPredictor`, built on detectron2's ``DefaultPredictor``."""
+"""Inference on images: :class:`SeMaskPredictor`, built on detectron2's ``DefaultPredictor``."""
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -110,11 +110,40 @@ class SeMaskPredictor(DefaultPredictor):
         The model runs and answers at the test resize (see :class:`SemanticPrediction`); only
         ``labels`` is computed at H x W.
         """
-        inputs = self.model_inputs(as_bgr_uint8(image))
-        height, width = inputs.pop("height"), inputs.pop("width")
-        inputs["height"], inputs["width"] = inputs["image"].shape[1:]
-        with torch.no_grad():
-            output = self.model([inputs])[0]
+        return self.predict_batch([image])[0]
+
+    def predict_batch(
+        self, images: Sequence[np.ndarray], batch_size: int = 1
+    ) -> List[SemanticPrediction]:
+        """Segment ``images`` (as :meth:`predict`; any mix of sizes), ``batch_size`` per forward
+        pass; one prediction per image, in order, equal to :meth:`predict` of each.
+
+        Only images of the same test-resized size share a pass: a mixed batch would be padded to
+        one size, and padding changes what attention-based models answer.
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        inputs, sizes = [], []
+        for image in images:
+            item = self.model_inputs(as_bgr_uint8(image))
+            sizes.append((item["height"], item["width"]))
+            item["height"], item["width"] = item["image"].shape[1:]  # answer at the test resize
+            inputs.append(item)
+        by_size: Dict[tuple, List[int]] = {}
+        for index, item in enumerate(inputs):
+            by_size.setdefault(tuple(item["image"].shape[1:]), []).append(index)
+        predictions: List[Optional[SemanticPrediction]] = [None] * len(inputs)
+        for indices in by_size.values():
+            for first in range(0, len(indices), batch_size):
+                batch = indices[first : first + batch_size]
+                with torch.no_grad():
+                    outputs = self.model([inputs[i] for i in batch])
+                for index, output in zip(batch, outputs):
+                    predictions[index] = self._prediction(output, *sizes[index])
+        return predictions
+
+    def _prediction(self, output: Dict[str, Any], height: int, width: int) -> SemanticPrediction:
+        """The prediction of one model output (at the test resize) for an image of H x W."""
         scores = output["sem_seg"].detach().float().cpu()
         prediction = SemanticPrediction(
             scores=scores, labels=upsampled_argmax(scores, height, width)

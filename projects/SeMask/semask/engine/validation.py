@@ -113,6 +113,7 @@ def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
         for problem in windowing_problems(cfg):
             logger.warning(f"{problem} (fine for a model trained so; not for that fork's weights)")
     _check_input(checker)
+    _check_slide(checker)
     _check_solver(checker)
     if datasets and num_classes_ok:
         _check_datasets(checker)
@@ -251,6 +252,44 @@ def _check_input(checker: _Checker) -> None:
             lambda v: len(v) == 2 and all(_is_int(x) and x >= 1 for x in v),
             f"must be 2 integers >= 1 for INPUT.CROP.TYPE {checker.get('INPUT.CROP.TYPE')!r}",
         )
+
+
+def _is_size(value: Any) -> bool:
+    """(height, width): 2 integers >= 1."""
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(_is_int(x) and x >= 1 for x in value)
+    )
+
+
+def _check_slide(checker: _Checker) -> None:
+    s = "TEST.SLIDE"
+    pair = "must be 2 integers (height, width) >= 1"
+    crop_ok = checker.check(f"{s}.CROP_SIZE", _is_size, pair)
+    if checker.check(f"{s}.STRIDE", _is_size, pair) and crop_ok:
+        crop = list(checker.get(f"{s}.CROP_SIZE"))
+        checker.check(
+            f"{s}.STRIDE",
+            lambda v: all(a <= b for a, b in zip(v, crop)),
+            f"must be at most {s}.CROP_SIZE {crop} (else windows leave pixels uncovered)",
+        )
+    checker.int_at_least(f"{s}.BATCH_SIZE", 1)
+    if not checker.get(f"{s}.ENABLED"):
+        return
+    test = "MODEL.MASK_FORMER.TEST"
+    for key, wanted in (("SEMANTIC_ON", True), ("PANOPTIC_ON", False), ("INSTANCE_ON", False)):
+        checker.check(
+            f"{test}.{key}",
+            lambda v, wanted=wanted: bool(v) == wanted,
+            f"must be {wanted} with {s}.ENABLED (sliding windows give semantic scores only)",
+        )
+    checker.check(
+        f"{test}.RETURN_PRIOR",
+        lambda v: not v,
+        f"must be False with {s}.ENABLED (priors are not averaged over windows; the demo's "
+        "--show-priors needs whole-image inference)",
+    )
 
 
 def _check_solver(checker: _Checker) -> None:

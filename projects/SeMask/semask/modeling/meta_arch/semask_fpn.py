@@ -1,14 +1,16 @@
 """``SeMaskFPN``: SeMask backbone + the Semantic-FPN head with the semantic-prior loss."""
 
-from typing import Dict, List, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import ImageList
 
 from .inference import normalize_and_pad, output_size, pad_sem_seg, prior_outputs
+from .sliding_window import SlidingWindow
 
 
 @META_ARCH_REGISTRY.register()
@@ -18,19 +20,29 @@ class SeMaskFPN(SemanticSegmentor):
     Inputs as :class:`SeMaskMaskFormer`. Training returns ``loss_sem_seg`` and ``loss_cate``;
     inference returns per image ``sem_seg`` [K, height, width] logits and, with ``return_prior``,
     ``sem_prior`` and ``stage_priors``. Inference runs image by image without padding, as the
-    published mmseg code's whole-image inference does (so its outputs equal the published ones).
+    published mmseg code's whole-image inference does (so its outputs equal the published ones),
+    or, with ``sliding_window``, window by window as its ``slide`` mode does.
     """
 
     @configurable
-    def __init__(self, *, return_prior: bool = False, **kwargs) -> None:
-        """``return_prior``: also return the prior maps; ``kwargs`` as ``SemanticSegmentor``."""
+    def __init__(
+        self,
+        *,
+        return_prior: bool = False,
+        sliding_window: Optional[SlidingWindow] = None,
+        **kwargs,
+    ) -> None:
+        """``return_prior``: also return the prior maps; ``sliding_window``: infer ``sem_seg``
+        window by window (``TEST.SLIDE``); ``kwargs`` as ``SemanticSegmentor``."""
         super().__init__(**kwargs)
         self.return_prior = return_prior
+        self.sliding_window = sliding_window
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict:
         ret = super().from_config(cfg)
         ret["return_prior"] = cfg.MODEL.MASK_FORMER.TEST.RETURN_PRIOR
+        ret["sliding_window"] = SlidingWindow.from_config(cfg)
         return ret
 
     def forward(
@@ -39,6 +51,8 @@ class SeMaskFPN(SemanticSegmentor):
         """Training: ``loss_sem_seg`` (and ``loss_cate``). Inference: per image ``sem_seg``
         [K, height, width] (and ``sem_prior``, ``stage_priors`` with ``return_prior``)."""
         if not self.training:
+            if self.sliding_window is not None:
+                return self.sliding_window(batched_inputs, self.crop_scores)
             return [self.inference_one(x) for x in batched_inputs]
         images = normalize_and_pad(
             batched_inputs, self.pixel_mean, self.pixel_std, self.backbone.size_divisibility
@@ -52,13 +66,7 @@ class SeMaskFPN(SemanticSegmentor):
         normalised image and the logits are resized (bilinear) from stride 4 to its size."""
         images = normalize_and_pad([input_per_image], self.pixel_mean, self.pixel_std, 0)
         image_size = images.image_sizes[0]
-        features = self.backbone(images.tensor)
-        logits = F.interpolate(
-            self.sem_seg_head.layers(features),
-            size=image_size,
-            mode="bilinear",
-            align_corners=False,
-        )
+        logits, features = self._logits(images)
         height, width = output_size(input_per_image, image_size)
         result = {"sem_seg": sem_seg_postprocess(logits[0], image_size, height, width)}
         if self.return_prior:
@@ -68,3 +76,22 @@ class SeMaskFPN(SemanticSegmentor):
                 prior_outputs(sem_prior[0], features, shapes, 0, image_size, height, width)
             )
         return result
+
+    def crop_scores(self, crops: torch.Tensor) -> torch.Tensor:
+        """Logits [B, K, h, w] of same-size crops [B, 3, h, w] (unnormalised), each inferred as
+        :meth:`inference_one` infers an image."""
+        inputs = [{"image": crop} for crop in crops]
+        images = normalize_and_pad(inputs, self.pixel_mean, self.pixel_std, 0)
+        return self._logits(images)[0]
+
+    def _logits(self, images: ImageList) -> Tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
+        """Head logits [B, K, H, W] resized (bilinear) from stride 4 to the unpadded batch
+        ``images`` [B, 3, H, W], and the backbone features."""
+        features = self.backbone(images.tensor)
+        logits = F.interpolate(
+            self.sem_seg_head.layers(features),
+            size=images.tensor.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
+        return logits, features

@@ -1,6 +1,6 @@
 """``SeMaskMaskFormer``: SeMask backbone + mask-classification head (MaskFormer / Mask2Former)."""
 
-from typing import Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from .inference import (
     prior_outputs,
     semantic_inference,
 )
+from .sliding_window import SlidingWindow
 
 
 def build_criterion(cfg: CfgNode) -> SetCriterion:
@@ -64,6 +65,8 @@ class SeMaskMaskFormer(nn.Module):
 
     Inputs are detectron2 dicts: ``image`` uint8 [3, H, W] RGB, optional ``height``/``width``
     (output size), and in training ``sem_seg`` int64 [H, W] (``ignore_value`` = unlabelled).
+    With ``sliding_window`` (``TEST.SLIDE``), inference returns ``sem_seg`` only, averaged over
+    overlapping windows, each inferred as a whole image is.
     """
 
     @configurable
@@ -86,6 +89,7 @@ class SeMaskMaskFormer(nn.Module):
         thing_ids: Tuple[int, ...] = (),
         test_topk_per_image: int = 100,
         sem_seg_postprocess_before_inference: bool = False,
+        sliding_window: Optional[SlidingWindow] = None,
     ) -> None:
         super().__init__()
         if not (semantic_on or panoptic_on or instance_on):
@@ -106,6 +110,7 @@ class SeMaskMaskFormer(nn.Module):
         self.thing_ids = frozenset(thing_ids)
         self.test_topk_per_image = test_topk_per_image
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+        self.sliding_window = sliding_window
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict:
@@ -133,6 +138,7 @@ class SeMaskMaskFormer(nn.Module):
             "thing_ids": tuple(thing_map.values()),
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "sem_seg_postprocess_before_inference": test.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE,
+            "sliding_window": SlidingWindow.from_config(cfg),
         }
 
     @property
@@ -144,15 +150,30 @@ class SeMaskMaskFormer(nn.Module):
     ) -> Union[Dict[str, torch.Tensor], List[Dict[str, object]]]:
         """Training: dict of weighted losses. Inference: per image a dict with ``sem_seg``
         [K, height, width] (and ``panoptic_seg``, ``instances``, ``sem_prior``, ``stage_priors``
-        when enabled)."""
+        when enabled; ``sem_seg`` only with ``sliding_window``)."""
+        if not self.training and self.sliding_window is not None:
+            return self.sliding_window(batched_inputs, self.crop_scores)
+        images, features, outputs = self._run(batched_inputs)
+        if self.training:
+            return self.criterion(outputs, self.prepare_targets(batched_inputs, images))
+        return self.inference(batched_inputs, images, features, outputs)
+
+    def _run(
+        self, batched_inputs: Sequence[Dict]
+    ) -> Tuple[ImageList, Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]]:
+        """Normalised, padded images; backbone features; head outputs."""
         images = normalize_and_pad(
             batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility
         )
         features = self.backbone(images.tensor)
-        outputs = self.sem_seg_head(features)
-        if self.training:
-            return self.criterion(outputs, self.prepare_targets(batched_inputs, images))
-        return self.inference(batched_inputs, images, features, outputs)
+        return images, features, self.sem_seg_head(features)
+
+    def crop_scores(self, crops: torch.Tensor) -> torch.Tensor:
+        """Semantic scores [B, K, h, w] of same-size crops [B, 3, h, w] (unnormalised), each
+        inferred as a whole image of that size is."""
+        inputs = [{"image": crop} for crop in crops]
+        results = self.inference(inputs, *self._run(inputs))
+        return torch.stack([result["sem_seg"] for result in results])
 
     def prepare_targets(
         self, batched_inputs: List[Dict], images: ImageList
