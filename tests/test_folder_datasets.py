@@ -3,6 +3,7 @@ label maps, label mapping (``reduce_zero_label``, own ignore value) in training 
 ``MODEL.SEM_SEG_HEAD.NUM_CLASSES 0``."""
 
 import logging
+import re
 from pathlib import Path
 
 import cv2
@@ -127,8 +128,12 @@ def test_unmatched_images_and_labels_are_named(tmp_path, catalog):
             "key 'ignore_label' = 3: is a stored class id (1..3)",
         ),
         ("reduce_zero_label: 1\n", "key 'reduce_zero_label' = 1: must be true or false"),
-        ("colors: [[1, 2, 3]]\n", "key 'colors' = [[1, 2, 3]]: must be a list of 3 [R, G, B]"),
-        ("colors: [[1, 2, 3], [4, 5], [0, 0, 0]]\n", "entry 1 must be [R, G, B] with values 0"),
+        ("colors: [[1, 2, 3]]\n", "key 'colors' = 1 entries: must be a list of 3 [R, G, B]"),
+        (
+            "colors: [[1, 2, 3], [4, 5], [0, 0, 0]]\n",
+            "'colors' entry 1 = [4, 5]: must be [R, G, B]",
+        ),
+        ("colors: red\n", "key 'colors' = 'red': must be a list of 3"),
         ("- 1\n", "dataset.yaml: must be a mapping of ['ignore_label'"),
         ("ignore_label: [\n", "dataset.yaml: cannot be read as YAML"),
     ],
@@ -186,8 +191,11 @@ def test_a_taken_name_is_not_registered_again(tmp_path, catalog, caplog):
     assert MetadataCatalog.get("quickstart_sem_seg_train").stuff_classes == list(QUICKSTART_CLASSES)
 
 
-def test_quickstart_folder_is_a_folder_data_set(tmp_path, catalog):
+def test_quickstart_folder_is_a_folder_data_set(tmp_path, catalog, capsys):
     generate(tmp_path / "qs", num_train=2, num_val=1, size=32)
+    progress = capsys.readouterr().err
+    assert "quick-start data: 100%" in progress
+    assert re.search(r"3/3 \[\d\d:\d\d<\d\d:\d\d", progress)  # [elapsed<time left]
     metadata = read_folder_metadata(tmp_path / "qs")
     assert metadata == FolderMetadata(QUICKSTART_CLASSES, QUICKSTART_COLORS)
     catalog.extend(register_folder_datasets(tmp_path))

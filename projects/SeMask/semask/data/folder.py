@@ -126,14 +126,21 @@ def _is_int(value: Any) -> bool:
 
 def _read_colors(path: Path, value: Any, num_classes: int) -> Tuple[Tuple[int, int, int], ...]:
     if not isinstance(value, list) or len(value) != num_classes:
-        _bad_key(path, "colors", value, f"must be a list of {num_classes} [R, G, B] (one a class)")
+        got = f"{len(value)} entries" if isinstance(value, list) else repr(value)
+        raise FolderDatasetError(
+            f"{path}: key 'colors' = {got}: must be a list of {num_classes} [R, G, B] (one per "
+            "class of classes.txt)"
+        )
     for index, colour in enumerate(value):
         if not (
             isinstance(colour, list)
             and len(colour) == 3
             and all(_is_int(c) and 0 <= c <= 255 for c in colour)
         ):
-            _bad_key(path, "colors", value, f"entry {index} must be [R, G, B] with values 0..255")
+            raise FolderDatasetError(
+                f"{path}: key 'colors' entry {index} = {colour!r}: must be [R, G, B] with "
+                "values 0..255"
+            )
     return tuple(tuple(colour) for colour in value)
 
 
