@@ -89,7 +89,7 @@ def test_non_semantic_data_set_is_refused():
         ("MODEL.MASK_FORMER.DEC_LAYERS", "0", "must be an integer >= 1"),
         ("MODEL.MASK_FORMER.MASK_LOSS", "'bce'", "must be one of ['sigmoid_ce', 'focal']"),
         ("MODEL.MASK_FORMER.DICE_WEIGHT", "-1.0", "must be >= 0"),
-        ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "0", "must be an integer >= 1"),
+        ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "-1", "must be an integer >= 1"),
         ("MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "3", "not a class id (0..6)"),
         ("INPUT.CROP.SIZE", "(0, 64)", "must be 2 integers >= 1 for INPUT.CROP.TYPE 'absolute'"),
         ("INPUT.CROP.TYPE", "'square'", "must be one of ['relative', 'relative_range', 'abs"),

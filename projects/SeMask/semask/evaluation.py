@@ -1,4 +1,9 @@
-"""Cityscapes semantic evaluation with the official cityscapesScripts, on the installed numpy.
+"""Semantic evaluators: detectron2's ``SemSegEvaluator`` reading labels as training does, and
+Cityscapes evaluation with the official cityscapesScripts, on the installed numpy.
+
+:class:`SemSegEvaluator` reads ground truth with :func:`semask.data.read_label` through the data
+set's :class:`~semask.data.labels.LabelMapping` (metadata ``label_mapping``), so a folder data set
+with ``reduce_zero_label`` or its own ignore value is scored on the labels it was trained on.
 
 detectron2's :class:`~detectron2.evaluation.CityscapesSemSegEvaluator` runs cityscapesScripts'
 ``evalPixelLevelSemanticLabeling``, which calls ``np.in1d`` (removed in numpy 2.4). While it runs,
@@ -15,10 +20,16 @@ import logging
 import os
 from collections import OrderedDict
 from types import ModuleType
-from typing import Any, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
+import torch
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation import CityscapesSemSegEvaluator as _D2CityscapesSemSegEvaluator
+from detectron2.evaluation import SemSegEvaluator as _D2SemSegEvaluator
+
+from .data.image_io import read_label
+from .data.labels import LabelMapping
 
 CITYSCAPES_SCRIPT = "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling"
 GT_PATTERN = "*_gtFine_labelIds.png"
@@ -72,3 +83,33 @@ class CityscapesSemSegEvaluator(_D2CityscapesSemSegEvaluator):
         finally:
             if printed.getvalue().strip():
                 logging.getLogger(__name__).info(printed.getvalue())
+
+
+class SemSegEvaluator(_D2SemSegEvaluator):
+    """detectron2's semantic evaluator (mIoU, fwIoU, mACC, pACC, per-class IoU and accuracy) with
+    the ground truth read by :func:`read_label` and mapped by the data set's ``label_mapping``
+    (stored values as they are, with the metadata ``ignore_label``, where it has none)."""
+
+    def __init__(
+        self, dataset_name: str, distributed: bool = True, output_dir: Optional[str] = None
+    ) -> None:
+        super().__init__(dataset_name, distributed=distributed, output_dir=output_dir)
+        mapping = MetadataCatalog.get(dataset_name).get("label_mapping")
+        self._label_mapping = mapping or LabelMapping(ignore_value=self._ignore_label)
+
+    def ground_truth(self, file_name: str) -> np.ndarray:
+        """The training labels int64 [H, W] of the image ``file_name`` of the data set."""
+        stored = read_label(self.input_file_to_gt_file[file_name])
+        return self._label_mapping.apply(stored, self._ignore_label)
+
+    def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, torch.Tensor]]) -> None:
+        """Add each prediction (``sem_seg`` [K, H, W] scores) against its ground truth to the
+        confusion matrix; keep its encoded segments for ``sem_seg_predictions.json``."""
+        size = self._num_classes + 1
+        for input, output in zip(inputs, outputs):
+            pred = output["sem_seg"].argmax(dim=0).to(self._cpu_device).numpy().astype(np.int64)
+            gt = self.ground_truth(input["file_name"])
+            gt[gt == self._ignore_label] = self._num_classes
+            pairs = np.bincount(size * pred.reshape(-1) + gt.reshape(-1), minlength=size * size)
+            self._conf_matrix += pairs.reshape(size, size)
+            self._predictions.extend(self.encode_json_sem_seg(pred, input["file_name"]))

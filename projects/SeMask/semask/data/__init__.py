@@ -2,13 +2,16 @@
 dataset registration.
 
 Importing this package registers the data sets of :mod:`semask.data.builtin` under
-``$DETECTRON2_DATASETS`` (default ``datasets``).
+``$DETECTRON2_DATASETS`` (default ``datasets``), folder data sets (:mod:`semask.data.folder`)
+included.
 """
 
 import os
 
 from .builtin import register_all
+from .folder import FolderDatasetError, register_folder_dataset, register_folder_datasets
 from .image_io import DataError, ImageReadError, read_image, read_label, to_uint8_image
+from .labels import LabelMapping
 from .mapper import (
     MaskFormerSemanticDatasetMapper,
     SemanticEvalMapper,
@@ -21,12 +24,16 @@ register_all(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 __all__ = [
     "DataError",
+    "FolderDatasetError",
     "ImageReadError",
+    "LabelMapping",
     "MaskFormerSemanticDatasetMapper",
     "SemanticEvalMapper",
     "build_semantic_augmentations",
     "read_image",
     "read_label",
+    "register_folder_dataset",
+    "register_folder_datasets",
     "sem_seg_to_masks",
     "to_uint8_image",
     "training_bad_samples",

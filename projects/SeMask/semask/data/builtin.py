@@ -1,25 +1,30 @@
 """Registration of SeMask's data sets in detectron2's catalogs, under ``$DETECTRON2_DATASETS``.
 
-* ``quickstart_sem_seg_{train,val}``: the embedded quick-start set (:mod:`semask.data.quickstart`).
+* ``quickstart_sem_seg_{train,val}``: the generated quick-start set (:mod:`semask.data.quickstart`),
+  a folder data set;
 * ``coco_stuff_10k_sem_seg_{train,test}``: COCO-Stuff-10k, 171 classes.
 * ADE20K-150 (``ade20k_sem_seg_{train,val}``) and Cityscapes (``cityscapes_fine_sem_seg_*``) are
-  registered by detectron2 itself; this module only adds the ``stuff_colors`` they lack.
+  registered by detectron2 itself; this module only adds the ``stuff_colors`` they lack;
+* ``NAME_sem_seg_{train,val}``: every folder data set ``NAME`` (:mod:`semask.data.folder`).
 
 Layouts are described in ``datasets/README.md``.
 """
 
 import os
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
-import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_sem_seg
+from detectron2.data import MetadataCatalog
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-from detectron2.utils.colormap import colormap
 
+from .folder import (
+    FolderMetadata,
+    palette,
+    register_folder_dataset,
+    register_folder_datasets,
+    register_sem_seg,
+)
 from .quickstart import QUICKSTART_CLASSES, QUICKSTART_COLORS
 
-IGNORE_LABEL = 255
 COCO_STUFF_STUFF_NAMES = (
     "banner blanket branch bridge building-other bush cabinet cage cardboard carpet ceiling-other "
     "ceiling-tile cloth clothes clouds counter cupboard curtain desk-stuff dirt door-stuff fence "
@@ -39,50 +44,17 @@ COCO_STUFF_IDS: Tuple[int, ...] = tuple(
 COCO_STUFF_CLASSES: Tuple[str, ...] = tuple(
     [c["name"] for c in COCO_CATEGORIES if c["isthing"]] + COCO_STUFF_STUFF_NAMES
 )
-QUICKSTART_SPLITS = {"train": "training", "val": "validation"}
 COCO_STUFF_10K_SPLITS = ("train", "test")
 
 
-def palette(num_classes: int) -> List[List[int]]:
-    """``num_classes`` distinct RGB colours, deterministic: detectron2's colour map, then seeded
-    random colours."""
-    colours = list(dict.fromkeys(map(tuple, colormap(rgb=True, maximum=255).round().astype(int))))
-    rng = np.random.default_rng(0)
-    while len(colours) < num_classes:
-        colour = tuple(int(value) for value in rng.integers(0, 256, size=3))
-        if colour not in colours:
-            colours.append(colour)
-    return [[int(value) for value in colour] for colour in colours[:num_classes]]
-
-
-def register_sem_seg(
-    name: str, image_dir: str, gt_dir: str, classes: Sequence[str], colours: Sequence
-) -> None:
-    """Register a semantic data set of ``image_dir/**.jpg`` and ``gt_dir/**.png`` label maps."""
-    DatasetCatalog.register(
-        name, lambda x=image_dir, y=gt_dir: load_sem_seg(y, x, gt_ext="png", image_ext="jpg")
-    )
-    MetadataCatalog.get(name).set(
-        stuff_classes=list(classes),
-        stuff_colors=[list(c) for c in colours],
-        image_root=image_dir,
-        sem_seg_root=gt_dir,
-        evaluator_type="sem_seg",
-        ignore_label=IGNORE_LABEL,
-    )
-
-
 def register_quickstart(root: str) -> None:
-    """Register ``quickstart_sem_seg_{train,val}`` from ``root/quickstart``."""
-    base = os.path.join(root, "quickstart")
-    for split, folder in QUICKSTART_SPLITS.items():
-        register_sem_seg(
-            f"quickstart_sem_seg_{split}",
-            os.path.join(base, "images", folder),
-            os.path.join(base, "annotations", folder),
-            QUICKSTART_CLASSES,
-            QUICKSTART_COLORS,
-        )
+    """Register ``quickstart_sem_seg_{train,val}`` from ``root/quickstart``, a folder data set
+    whose metadata is known before the folder is generated."""
+    register_folder_dataset(
+        "quickstart",
+        os.path.join(root, "quickstart"),
+        FolderMetadata(classes=QUICKSTART_CLASSES, colors=QUICKSTART_COLORS),
+    )
 
 
 def register_coco_stuff_10k(root: str) -> None:
@@ -107,10 +79,12 @@ def add_missing_colours(names: Sequence[str]) -> None:
 
 
 def register_all(root: str) -> None:
-    """Register every SeMask data set under ``root`` (normally ``$DETECTRON2_DATASETS``)."""
+    """Register every SeMask data set under ``root`` (normally ``$DETECTRON2_DATASETS``), then
+    every folder data set there (:mod:`semask.data.folder`)."""
     register_quickstart(root)
     register_coco_stuff_10k(root)
     add_missing_colours(
         ["ade20k_sem_seg_train", "ade20k_sem_seg_val"]
         + [f"cityscapes_fine_sem_seg_{split}" for split in ("train", "val", "test")]
     )
+    register_folder_datasets(root)

@@ -17,6 +17,7 @@ from detectron2.projects.point_rend.color_augmentation import ColorAugSSDTransfo
 from detectron2.structures import BitMasks, Instances
 
 from .image_io import DataError, read_image, read_label
+from .labels import LABEL_MAPPING_KEY, LabelMapping
 from .targets import sem_seg_to_masks
 
 __all__ = [
@@ -73,19 +74,21 @@ def training_bad_samples() -> BadSampleCounter:
     return _TRAINING_BAD_SAMPLES
 
 
-def check_label_values(label: np.ndarray, label_file: str, num_classes: int, ignore_label: int):
-    """Raise :class:`DataError` naming ``label_file`` and the first offending values if ``label``
-    [H, W] holds values that are neither a class id ``0..num_classes-1`` nor ``ignore_label``."""
-    valid = ((label >= 0) & (label < num_classes)) | (label == ignore_label)
-    if valid.all():
+def check_label_values(
+    label: np.ndarray, label_file: str, num_classes: int, mapping: LabelMapping
+) -> None:
+    """Raise :class:`DataError` naming ``label_file`` and the first offending values if the stored
+    label map ``label`` [H, W] holds values that ``mapping`` reads as neither a class id
+    ``0..num_classes-1`` nor unlabelled."""
+    bad = mapping.invalid_values(label, num_classes)
+    if not len(bad):
         return
-    bad = np.unique(label[~valid])
     listed = ", ".join(str(v) for v in bad[:MAX_LISTED_VALUES])
     more = f", ... ({len(bad)} values in all)" if len(bad) > MAX_LISTED_VALUES else ""
     raise DataError(
-        f"label map {label_file} has values that are neither a class id 0..{num_classes - 1} "
-        f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES {num_classes}) nor the ignore label {ignore_label}: "
-        f"{listed}{more}"
+        f"label map {label_file} has values that are neither {mapping.describe(num_classes)} "
+        f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES {num_classes}) nor the ignore label "
+        f"{mapping.ignore_value}: {listed}{more}"
     )
 
 
@@ -95,9 +98,13 @@ def read_labelled_sample(
     """The image uint8 [H, W, 3] and, if the dict has ``sem_seg_file_name``, the checked label map
     int64 [H, W] of a dataset dict, before any augmentation.
 
+    Stored labels are read through the dict's :class:`LabelMapping` (key ``label_mapping``; by
+    default class ids as stored and ``ignore_label`` unlabelled), so the returned labels are class
+    ids ``0..num_classes-1`` and ``ignore_label``.
+
     Raises :class:`DataError` (naming the files) if a file cannot be read, the image is not of the
-    dict's ``height``/``width``, the label map is not of the image's size, or a label value is
-    neither a class id nor ``ignore_label``.
+    dict's ``height``/``width``, the label map is not of the image's size, or a stored value is
+    neither a class id nor unlabelled.
     """
     image_file = dataset_dict["file_name"]
     image = read_image(image_file, format=image_format)
@@ -114,8 +121,9 @@ def read_labelled_sample(
             f"label map {label_file} is {label.shape[1]}x{label.shape[0]} (width x height) but its "
             f"image {image_file} is {image.shape[1]}x{image.shape[0]}"
         )
-    check_label_values(label, label_file, num_classes, ignore_label)
-    return image, label
+    mapping = dataset_dict.get(LABEL_MAPPING_KEY) or LabelMapping(ignore_value=ignore_label)
+    check_label_values(label, label_file, num_classes, mapping)
+    return image, mapping.apply(label, ignore_label)
 
 
 def _check_policy(policy: str) -> str:
@@ -241,6 +249,7 @@ class MaskFormerSemanticDatasetMapper:
             return None
         dataset_dict = copy.deepcopy(dataset_dict)
         del dataset_dict["sem_seg_file_name"]
+        dataset_dict.pop(LABEL_MAPPING_KEY, None)
 
         aug_input = T.AugInput(image, sem_seg=label.astype("double"))
         T.AugmentationList(self.tfm_gens)(aug_input)
@@ -273,7 +282,8 @@ class SemanticEvalMapper:
 
     Returns the dict with ``"image"`` uint8 [3, H, W] in ``image_format`` order after the test
     resize; ``height``/``width`` of the dict (the original size) are kept and
-    ``sem_seg_file_name`` is removed (evaluators read the labels from the data set's files).
+    ``sem_seg_file_name`` and ``label_mapping`` are removed (evaluators read the labels from the
+    data set's files, through the same mapping: :class:`semask.evaluation.SemSegEvaluator`).
     """
 
     @configurable
@@ -305,6 +315,7 @@ class SemanticEvalMapper:
         )
         dataset_dict = copy.deepcopy(dataset_dict)
         dataset_dict.pop("sem_seg_file_name", None)
+        dataset_dict.pop(LABEL_MAPPING_KEY, None)
         aug_input = T.AugInput(image)
         self.augmentations(aug_input)
         dataset_dict["image"] = torch.as_tensor(

@@ -9,8 +9,9 @@ random for every object and every background, so no class can be recognised by i
   ever found next to a shape, offset the same way in every image);
 * ``background`` is everything else.
 
-The files follow the ADE20K layout: ``images/{training,validation}/*.jpg`` and
-``annotations/{training,validation}/*.png`` (class ids 0..6, already 0-based).
+The files are a folder data set (:mod:`semask.data.folder`): ``classes.txt``, ``dataset.yaml``
+(colours), ``images/{training,validation}/*.jpg`` and ``annotations/{training,validation}/*.png``
+(class ids 0..6, already 0-based).
 """
 
 import os
@@ -19,8 +20,10 @@ from typing import Dict, Tuple
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from ..io import atomic_path
+from .folder import CLASSES_FILE, METADATA_FILE, FolderMetadata, write_folder_metadata
 
 QUICKSTART_CLASSES: Tuple[str, ...] = (
     "background",
@@ -165,26 +168,32 @@ def generate(
     if size < 32:
         raise ValueError(f"quick-start image size must be at least 32 pixels, got size={size}")
     root = Path(root)
+    write_folder_metadata(root, FolderMetadata(QUICKSTART_CLASSES, QUICKSTART_COLORS))
     counts = {"training": num_train, "validation": num_val}
-    for split_index, (split, count) in enumerate(counts.items()):
-        image_dir = root / "images" / split
-        label_dir = root / "annotations" / split
-        image_dir.mkdir(parents=True, exist_ok=True)
-        label_dir.mkdir(parents=True, exist_ok=True)
-        for index in range(count):
-            rng = np.random.default_rng([seed, split_index, index])
-            image, labels = make_sample(rng, size)
-            name = f"quickstart_{SPLITS[split]}_{index:05d}"
-            with atomic_path(image_dir / f"{name}.jpg") as tmp:
-                cv2.imwrite(str(tmp), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-            with atomic_path(label_dir / f"{name}.png") as tmp:
-                cv2.imwrite(str(tmp), labels)
+    with tqdm(total=num_train + num_val, desc="quick-start data", unit="image") as progress:
+        for split_index, (split, count) in enumerate(counts.items()):
+            image_dir = root / "images" / split
+            label_dir = root / "annotations" / split
+            image_dir.mkdir(parents=True, exist_ok=True)
+            label_dir.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                rng = np.random.default_rng([seed, split_index, index])
+                image, labels = make_sample(rng, size)
+                name = f"quickstart_{SPLITS[split]}_{index:05d}"
+                with atomic_path(image_dir / f"{name}.jpg") as tmp:
+                    cv2.imwrite(str(tmp), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+                with atomic_path(label_dir / f"{name}.png") as tmp:
+                    cv2.imwrite(str(tmp), labels)
+                progress.update()
     return root
 
 
 def is_generated(root: os.PathLike, num_train: int = NUM_TRAIN, num_val: int = NUM_VAL) -> bool:
-    """True if ``root`` holds as many images and labels per split as :func:`generate` writes."""
+    """True if ``root`` holds the metadata files and as many images and labels per split as
+    :func:`generate` writes."""
     root = Path(root)
+    if not all((root / name).is_file() for name in (CLASSES_FILE, METADATA_FILE)):
+        return False
     for split, count in (("training", num_train), ("validation", num_val)):
         for folder, ext in (("images", "jpg"), ("annotations", "png")):
             if len(list((root / folder / split).glob(f"*.{ext}"))) != count:

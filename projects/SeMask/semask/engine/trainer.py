@@ -21,7 +21,7 @@ from detectron2.engine import (
     create_ddp_model,
     default_setup,
 )
-from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators, SemSegEvaluator
+from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -30,10 +30,11 @@ from torch import nn
 from .. import add_semask_config
 from ..checkpoint import SeMaskCheckpointer
 from ..data import MaskFormerSemanticDatasetMapper, SemanticEvalMapper, training_bad_samples
-from ..evaluation import CityscapesSemSegEvaluator
+from ..evaluation import CityscapesSemSegEvaluator, SemSegEvaluator
 from ..modeling.meta_arch import SemanticSegmentorWithTTA
 from .amp import FiniteSimpleTrainer, MixedPrecisionTrainer, amp_dtype
 from .bad_samples import BadSampleReport
+from .num_classes import resolve_num_classes
 from .optim import build_optimizer
 from .validation import validate_config
 
@@ -132,12 +133,15 @@ class Trainer(DefaultTrainer):
 def build_cfg(config_file: str, opts: List[str]) -> CfgNode:
     """A frozen config: detectron2 defaults + SeMask keys + ``config_file`` + ``opts``.
 
-    A CUDA ``MODEL.DEVICE`` falls back to ``cpu`` when no GPU is available.
+    ``MODEL.SEM_SEG_HEAD.NUM_CLASSES 0`` becomes the training set's class count
+    (:func:`resolve_num_classes`). A CUDA ``MODEL.DEVICE`` falls back to ``cpu`` when no GPU is
+    available.
     """
     cfg = get_cfg()
     add_semask_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
+    resolve_num_classes(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logging.getLogger(__name__).warning("CUDA is not available: MODEL.DEVICE set to cpu")
         cfg.MODEL.DEVICE = "cpu"

@@ -99,7 +99,11 @@ def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
     """
     checker = _Checker(cfg)
     checker.problems.extend(fork_name_problems(cfg))
-    num_classes_ok = checker.int_at_least("MODEL.SEM_SEG_HEAD.NUM_CLASSES", 1)
+    num_classes_ok = checker.check(
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+        lambda v: _is_int(v) and v >= 1,
+        "must be an integer >= 1 (0 in a config file or override: the training set's class count)",
+    )
     if num_classes_ok:
         _check_ignore_value(checker)
     backbone = cfg.MODEL.BACKBONE.NAME
@@ -328,7 +332,9 @@ def _check_datasets(checker: _Checker) -> None:
             metadata = MetadataCatalog.get(name)
             classes = metadata.get("stuff_classes")
             if classes is None:
-                checker.fail(key, name, f"data set {name!r} has no stuff_classes (not semantic)")
+                error = metadata.get("dataset_error")
+                problem = f"cannot be used: {error}" if error else "has no stuff_classes"
+                checker.fail(key, name, f"data set {name!r} {problem}")
             elif len(classes) != num_classes:
                 checker.fail(
                     "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
