@@ -16,6 +16,7 @@ def add_semask_config(cfg: CN) -> None:
     _add_mask_former_config(cfg)
     _add_sem_seg_head_config(cfg)
     _add_checkpoint_config(cfg)
+    _add_report_config(cfg)
 
 
 def _add_input_config(cfg: CN) -> None:
@@ -203,3 +204,12 @@ def _add_checkpoint_config(cfg: CN) -> None:
     # Evaluate/predict with weights that leave model parameters unloaded or mis-shaped (a WARNING
     # with the count instead of an error): results then come from a partly random model.
     cfg.TEST.ALLOW_PARTIAL_WEIGHTS = False
+
+
+def _add_report_config(cfg: CN) -> None:
+    cfg.TEST.REPORT = CN()
+    # After a semantic evaluation, write the report (per-class CSV/JSON, confusion matrix, IoU
+    # bars, lowest-mIoU images) into <evaluation output folder>/report (semask.report).
+    cfg.TEST.REPORT.ENABLED = True
+    # Images of lowest mIoU drawn as image | ground truth | prediction (0: none).
+    cfg.TEST.REPORT.NUM_WORST_IMAGES = 8
