@@ -14,7 +14,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 from torch import nn
 
-from semask.engine import Trainer
+from semask.engine import Trainer, launch
 from semask.report import SemSegReportEvaluator, image_miou
 from semask.report_figures import normalized_confusion, top_confusions
 
@@ -69,15 +69,18 @@ class KnownLabels(nn.Module):
         return outputs
 
 
-@pytest.fixture
-def dataset(tmp_path):
+def _register(folder, write=True):
+    """Write (if ``write``) the four images and label maps to ``folder`` and register them as
+    ``NAME``; (ground truth, image file -> predicted labels)."""
     gt = _ground_truth()
     rng = np.random.default_rng(0)
     records, labels = [], {}
     for stem, pred in _predictions(gt).items():
-        image, label = tmp_path / f"{stem}.jpg", tmp_path / f"{stem}.png"
-        Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(image)
-        Image.fromarray(gt).save(label)
+        image, label = folder / f"{stem}.jpg", folder / f"{stem}.png"
+        pixels = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+        if write:
+            Image.fromarray(pixels).save(image)
+            Image.fromarray(gt).save(label)
         records.append(
             {"file_name": str(image), "sem_seg_file_name": str(label), "height": H, "width": W}
         )
@@ -93,6 +96,11 @@ def dataset(tmp_path):
         evaluator_type="sem_seg",
     )
     return gt, labels
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return _register(tmp_path)
 
 
 def _cfg(tmp_path, num_worst=2):
@@ -160,6 +168,25 @@ def test_lowest_miou_images_are_drawn_in_order(dataset, tmp_path):
     picture = np.asarray(Image.open(folder / "worst_images" / drawn[0]))
     # image | ground truth | prediction, enlarged to a shorter side of 256, over a legend
     assert picture.shape[1] == 3 * W * 22 and picture.shape[0] > H * 22
+
+
+def _evaluate_one_rank(data, output):
+    _, labels = _register(data, write=False)
+    Trainer.test(_cfg(output), KnownLabels(labels))
+
+
+@pytest.mark.slow
+def test_two_process_evaluation_writes_the_single_process_report(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    _register(data)
+    launch(_evaluate_one_rank, 2, dist_url="auto", args=(data, tmp_path / "two"))
+    _evaluate_one_rank(data, tmp_path / "one")
+    one, two = (tmp_path / run / "out" / "inference" / "report" / NAME for run in ("one", "two"))
+    assert (two / "per_class.json").read_text() == (one / "per_class.json").read_text()
+    assert (two / "per_image.csv").read_text() == (one / "per_image.csv").read_text()
+    drawn = sorted(p.name for p in (one / "worst_images").iterdir())
+    assert len(drawn) == 2 and sorted(p.name for p in (two / "worst_images").iterdir()) == drawn
 
 
 def test_image_miou_follows_the_evaluators_rule():

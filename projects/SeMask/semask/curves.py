@@ -22,6 +22,8 @@ CURVES_FILE = "training_curves.png"
 # A loss term of the last decoder layer ("loss_ce"), not of a deep-supervision layer ("loss_ce_3").
 FINAL_LOSS = re.compile(r"^loss_[a-z_]*[a-z]$")
 MIOU_SUFFIX = "/mIoU"
+# Series of at most this many points are drawn with a marker at each point.
+MARKED_POINTS = 30
 
 Records = Dict[int, Dict[str, float]]
 
@@ -64,7 +66,8 @@ def _keys(records: Records) -> List[str]:
 def _plot_lines(axes, records: Records, keys: Sequence[str], title: str, marker: str = "") -> None:
     for key in keys:
         iterations, values = series(records, key)
-        axes.plot(iterations, values, marker=marker, linewidth=1.2, label=key)
+        shown = marker or ("." if len(iterations) <= MARKED_POINTS else "")
+        axes.plot(iterations, values, marker=shown, linewidth=1.2, label=key)
     axes.set_title(title)
     axes.set_xlabel("iteration")
     axes.grid(True, alpha=0.3)
@@ -81,12 +84,14 @@ def plot_training_curves(records: Records, path: Union[str, Path], title: str = 
     keys = _keys(records)
     figure = Figure(figsize=(12, 8))
     figure.suptitle(title)
-    grid = figure.subplots(2, 2)
+    grid = figure.subplots(2, 2, sharex=True)
     _plot_lines(grid[0, 0], records, [k for k in keys if k == "total_loss"], "total loss")
     _plot_lines(grid[0, 1], records, [k for k in keys if FINAL_LOSS.match(k)], "loss terms")
     _plot_lines(grid[1, 0], records, [k for k in keys if k == "lr"], "learning rate")
     miou = [k for k in keys if k.endswith(MIOU_SUFFIX)]
     _plot_lines(grid[1, 1], records, miou, "validation mIoU (%)", marker="o")
+    for axes in grid[0]:
+        axes.set_xlabel("")
     figure.tight_layout()
     save_figure(figure, path)
 
