@@ -206,3 +206,17 @@ def test_large_overlays_are_blended_with_numpy_and_named(monkeypatch):
     assert 0.002 < written.mean() < 0.2
     # "red" is written inside the left region, "blue" inside the right one.
     assert written[:, :100].any() and written[:, 100:].any()
+
+
+def test_labelled_pictures_are_resized_for_legibility():
+    labels = np.zeros((600, 1500), dtype=np.int64)
+    labels[:, 1000:] = 2
+    image = np.zeros((600, 1500, 3), dtype=np.uint8)
+    large = visualization.draw_labelled(image, [labels, labels], METADATA)
+    # shrunk to a longer side of 1024: three panels of 410 x 1024 over one legend row
+    assert large.shape == (410 + visualization.TITLE_HEIGHT, 3 * 1024, 3)
+    legend = large[410:]
+    assert (legend == RED).all(axis=2).any() and (legend == BLUE).all(axis=2).any()
+    assert not (legend == GREEN).all(axis=2).any()  # class 1 is not shown
+    small = visualization.draw_labelled(image[:10, :20], [labels[:10, :20]], METADATA)
+    assert small.shape[:2] == (260 + visualization.TITLE_HEIGHT, 2 * 520)  # enlarged 26x

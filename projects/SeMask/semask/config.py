@@ -17,6 +17,7 @@ def add_semask_config(cfg: CN) -> None:
     _add_sem_seg_head_config(cfg)
     _add_checkpoint_config(cfg)
     _add_slide_config(cfg)
+    _add_report_config(cfg)
 
 
 def _add_input_config(cfg: CN) -> None:
@@ -218,3 +219,12 @@ def _add_slide_config(cfg: CN) -> None:
     cfg.TEST.SLIDE.STRIDE = (341, 341)
     # Windows per forward pass (results do not depend on it; memory grows with it).
     cfg.TEST.SLIDE.BATCH_SIZE = 1
+
+
+def _add_report_config(cfg: CN) -> None:
+    cfg.TEST.REPORT = CN()
+    # After a semantic evaluation, write the report (per-class CSV/JSON, confusion matrix, IoU
+    # bars, lowest-mIoU images) into <evaluation output folder>/report (semask.report).
+    cfg.TEST.REPORT.ENABLED = True
+    # Images of lowest mIoU drawn as image | ground truth | prediction (0: none).
+    cfg.TEST.REPORT.NUM_WORST_IMAGES = 8

@@ -335,3 +335,41 @@ def save_label_png(path: Union[str, Path], labels: ArrayLike) -> None:
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), labels.astype(dtype)):
             raise OSError(f"could not write label file {path}")
+
+
+def draw_labelled(
+    image: np.ndarray,
+    label_maps: Sequence[ArrayLike],
+    metadata: Metadata,
+    min_side: int = 256,
+    max_side: int = 1024,
+) -> np.ndarray:
+    """``image`` [H, W, 3] RGB, then each of ``label_maps`` ([H, W] each) drawn over it by
+    :func:`draw_overlay` (with region names), side by side, over a :func:`draw_legend` of every
+    class shown (largest area first).
+
+    Small images are enlarged by an integer factor until their shorter side reaches ``min_side``
+    (pixels repeated); large ones are shrunk until their longer side is at most ``max_side``.
+    """
+    height, width = image.shape[:2]
+    if min(height, width) < min_side:
+        factor = -(-min_side // max(min(height, width), 1))
+        size = (width * factor, height * factor)
+    elif max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        size = (max(round(width * scale), 1), max(round(height * scale), 1))
+    else:
+        size = (width, height)
+    labels = [_resize_nearest(_to_numpy(m), size[1], size[0]) for m in label_maps]
+    if size != (width, height):
+        interpolation = cv2.INTER_AREA if size[0] < width else cv2.INTER_NEAREST
+        image = cv2.resize(image, size, interpolation=interpolation)
+    panels = [image] + [draw_overlay(image, m, metadata, 0.6, names=True) for m in labels]
+    picture = side_by_side(*panels)
+    classes, counts = np.unique(np.concatenate([m.ravel() for m in labels]), return_counts=True)
+    shown = [
+        int(c)
+        for c in classes[np.argsort(-counts, kind="stable")]
+        if 0 <= c < len(metadata.stuff_classes)
+    ]
+    return np.concatenate([picture, draw_legend(shown, metadata, picture.shape[1])], axis=0)

@@ -29,9 +29,11 @@ from torch import nn
 
 from .. import add_semask_config
 from ..checkpoint import SeMaskCheckpointer
+from ..curves import TrainingCurvesHook
 from ..data import MaskFormerSemanticDatasetMapper, SemanticEvalMapper, training_bad_samples
 from ..evaluation import CityscapesSemSegEvaluator, SemSegEvaluator
 from ..modeling.meta_arch import SemanticSegmentorWithTTA
+from ..report import SemSegReportEvaluator
 from .amp import FiniteSimpleTrainer, MixedPrecisionTrainer, amp_dtype
 from .bad_samples import BadSampleReport
 from .num_classes import resolve_num_classes
@@ -95,19 +97,31 @@ class Trainer(DefaultTrainer):
         )
 
     def build_hooks(self) -> List[HookBase]:
-        """detectron2's hooks and the report of skipped bad training samples."""
-        return super().build_hooks() + [BadSampleReport(training_bad_samples())]
+        """detectron2's hooks, the report of skipped bad training samples and, after the writers,
+        the training curves (``OUTPUT_DIR/training_curves.png``)."""
+        return super().build_hooks() + [
+            BadSampleReport(training_bad_samples()),
+            TrainingCurvesHook(self.cfg.OUTPUT_DIR),
+        ]
 
     @classmethod
     def build_evaluator(
         cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
     ) -> DatasetEvaluator:
-        """SemSegEvaluator, or the official Cityscapes evaluation (:mod:`semask.evaluation`), by
-        the data set's ``evaluator_type``."""
+        """SemSegEvaluator (with the report of :mod:`semask.report` in ``output_folder/report``
+        if ``TEST.REPORT.ENABLED``), or the official Cityscapes evaluation
+        (:mod:`semask.evaluation`), by the data set's ``evaluator_type``."""
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
-        if evaluator_type == "sem_seg":
+        if evaluator_type == "sem_seg" and cfg.TEST.REPORT.ENABLED:
+            evaluator = SemSegReportEvaluator(
+                dataset_name,
+                distributed=True,
+                output_dir=output_folder,
+                num_worst_images=cfg.TEST.REPORT.NUM_WORST_IMAGES,
+            )
+        elif evaluator_type == "sem_seg":
             evaluator = SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
         elif evaluator_type == "cityscapes_sem_seg":
             evaluator = CityscapesSemSegEvaluator(dataset_name)
