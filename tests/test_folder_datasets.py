@@ -27,6 +27,7 @@ from semask.data.image_io import DataError
 from semask.data.quickstart import QUICKSTART_CLASSES, QUICKSTART_COLORS, generate
 from semask.engine import ConfigError, build_cfg, validate_config
 from semask.evaluation import SemSegEvaluator
+from semask.report import SemSegReportEvaluator
 
 QUICKSTART = REPO_ROOT / "configs" / "quickstart" / "semask_swin_mask2former_quickstart.yaml"
 CLASSES = ("sky", "road", "car")
@@ -253,9 +254,10 @@ def one_hot(labels, num_classes=3):
     )
 
 
-def test_evaluation_scores_the_mapped_labels(tmp_path, catalog):
+@pytest.mark.parametrize("evaluator_class", [SemSegEvaluator, SemSegReportEvaluator])
+def test_evaluation_scores_the_mapped_labels(tmp_path, catalog, evaluator_class):
     names = register(catalog, "mapped_eval", write_folder(tmp_path, {"a": STORED}, MAPPED_METADATA))
-    evaluator = SemSegEvaluator(names[1], distributed=False)
+    evaluator = evaluator_class(names[1], distributed=False)
     evaluator.reset()
     (record,) = DatasetCatalog.get(names[1])
     prediction = np.array([[0, 1, 1, 1], [2, 0, 2, 2]])

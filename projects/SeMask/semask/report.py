@@ -21,10 +21,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils import comm
 
-from .data.image_io import read_image, read_label
+from .data.image_io import read_image
+from .evaluation import SemSegEvaluator
 from .io import atomic_path
 from .report_figures import (
     MATRIX_MAX_CLASSES,
@@ -63,7 +63,8 @@ def _number(value: float) -> Optional[float]:
 
 
 class SemSegReportEvaluator(SemSegEvaluator):
-    """``SemSegEvaluator`` (same metrics, same results) that writes the evaluation report into
+    """:class:`semask.evaluation.SemSegEvaluator` (same metrics, same results, ground truth read
+    through the data set's label mapping) that writes the evaluation report into
     ``report_dir`` (default ``output_dir/report/<dataset_name>``; no files without either) and
     keeps the ``num_worst_images`` images of lowest mIoU to draw there.
 
@@ -162,7 +163,7 @@ class SemSegReportEvaluator(SemSegEvaluator):
             stale.unlink()
         metadata = resolve_metadata(self._dataset_name, self._num_classes)
         for rank, (score, file_name, labels) in enumerate(worst, start=1):
-            truth = read_label(self.input_file_to_gt_file[file_name])
+            truth = self.ground_truth(file_name)
             image = read_image(file_name, format="RGB")
             name = f"{rank:02d}_miou{score:05.1f}_{Path(file_name).stem}.png"
             save_image(folder / name, draw_labelled(image, [truth, labels], metadata))
