@@ -29,6 +29,7 @@ import semask  # noqa: F401  (first: applies semask.compat before detectron2 is 
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.utils import comm
 
+from semask.curves import CURVES_FILE
 from semask.data.quickstart import generate, is_generated
 from semask.engine import Trainer, launch, setup_cfg
 from semask.io import atomic_path
@@ -106,6 +107,8 @@ def run(args: argparse.Namespace, data_root: Path, start: float) -> None:
     print(f"  config:          {(output_dir / 'config.yaml').resolve()}")
     print(f"  metrics:         {metrics_file.resolve()} (TensorBoard logs in the same folder)")
     print(f"  visualizations:  {vis_dir.resolve()} (image | ground truth | prediction)")
+    print(f"  report:          {(output_dir / 'inference' / 'report' / dataset_name).resolve()}")
+    print(f"  training curves: {(output_dir / CURVES_FILE).resolve()}")
 
 
 def main(argv: List[str]) -> None:
