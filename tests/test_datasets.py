@@ -6,7 +6,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from semask.data.builtin import COCO_STUFF_CLASSES, COCO_STUFF_IDS, palette, register_quickstart
-from semask.data.quickstart import QUICKSTART_CLASSES, generate
+from semask.data.quickstart import QUICKSTART_CLASSES, QUICKSTART_COLORS, generate
 
 REGISTERED = {
     "quickstart_sem_seg_train": 7,
@@ -65,3 +65,54 @@ def test_quickstart_split_loads(tmp_path):
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
         register_quickstart(os.getenv("DETECTRON2_DATASETS", "datasets"))
+
+
+# (first class, last class, image folder, label folder) under $DETECTRON2_DATASETS, as the
+# preparation scripts and datasets/README.md lay them out.
+LAYOUT = {
+    "quickstart_sem_seg_val": (
+        "background",
+        "shadow",
+        "quickstart/images/validation",
+        "quickstart/annotations/validation",
+    ),
+    "ade20k_sem_seg_val": (
+        "wall",
+        "flag",
+        "ADEChallengeData2016/images/validation",
+        "ADEChallengeData2016/annotations_detectron2/validation",
+    ),
+    "coco_stuff_10k_sem_seg_test": (
+        "person",
+        "wood",
+        "coco/coco_stuff_10k/images_detectron2/test",
+        "coco/coco_stuff_10k/annotations_detectron2/test",
+    ),
+    "cityscapes_fine_sem_seg_val": (
+        "road",
+        "bicycle",
+        "cityscapes/leftImg8bit/val",
+        "cityscapes/gtFine/val",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUT))
+def test_registered_names_and_folders(name):
+    import semask.data  # noqa: F401  (registers)
+
+    first, last, images, labels = LAYOUT[name]
+    meta = MetadataCatalog.get(name)
+    root = os.getenv("DETECTRON2_DATASETS", "datasets")
+    assert (meta.stuff_classes[0], meta.stuff_classes[-1]) == (first, last)
+    image_dir = meta.get("image_root", None) or meta.get("image_dir")
+    label_dir = meta.get("sem_seg_root", None) or meta.get("gt_dir")
+    assert os.path.normpath(image_dir) == os.path.normpath(os.path.join(root, images))
+    assert os.path.normpath(label_dir) == os.path.normpath(os.path.join(root, labels))
+
+
+def test_quickstart_colours_are_its_own():
+    import semask.data  # noqa: F401  (registers)
+
+    colours = MetadataCatalog.get("quickstart_sem_seg_train").stuff_colors
+    assert [tuple(c) for c in colours] == [tuple(c) for c in QUICKSTART_COLORS]

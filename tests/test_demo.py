@@ -14,6 +14,7 @@ from test_predictor import NUM_CLASSES, QUICKSTART_CONFIG, tiny_semask_weights
 
 from semask.data.quickstart import make_sample
 from semask.engine import build_cfg
+from semask.predictor import SeMaskPredictor
 from semask.visualization import (
     PANEL_GAP,
     TITLE_HEIGHT,
@@ -342,3 +343,25 @@ def test_a_real_semask_model_writes_one_result_per_input_of_the_same_stem(tmp_pa
         assert labels.shape == shape and labels.max() < 7
         source = cv2.imread(str(folder / f"{name.replace('_', '.')}"))
         assert_seven_panels(cv2.imread(str(out / f"{name}_priors.png")), source)
+
+
+def test_video_frames_are_the_overlays_of_the_input_frames(config_file, tmp_path):
+    """Each written frame is the overlay the demo draws for that input frame (up to the codecs'
+    loss), in order: a frame of another input is far further away."""
+    write_clip(tmp_path / "clip.avi", 3)
+    out = tmp_path / "clip_out.mp4"
+    argv = ["--config-file", str(config_file), "--video-input", str(tmp_path / "clip.avi")]
+    assert demo.main(argv + ["--output", str(out)]) == 0
+    inputs, _ = read_clip(tmp_path / "clip.avi")
+    written, _ = read_clip(out)
+    args = demo.parse_args(argv)
+    predictor = SeMaskPredictor(build_cfg(args.config_file, args.opts))
+    expected = [
+        demo.render(frame, predictor.predict(frame), predictor.metadata, args)[0][:, :, ::-1]
+        for frame in inputs
+    ]
+    distance = np.array(
+        [[np.abs(w.astype(int) - e.astype(int)).mean() for e in expected] for w in written]
+    )
+    assert np.all(np.diag(distance) < 20)  # mp4v at 64x48 is lossy: 12-16 measured
+    assert np.all(distance[~np.eye(3, dtype=bool)] > 2 * np.diag(distance).max())  # 44-49
