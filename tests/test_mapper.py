@@ -2,7 +2,9 @@
 bad-sample policy."""
 
 import logging
+import multiprocessing
 
+import cloudpickle
 import cv2
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from semask.data import (
     build_semantic_augmentations,
     training_bad_samples,
 )
+from semask.data.mapper import BadSampleCounter
 from semask.engine.bad_samples import BadSampleReport
 
 NUM_CLASSES = 8
@@ -232,3 +235,18 @@ def test_skip_policy_uses_the_rest_and_counts_across_workers(tmp_path, caplog):
     assert f"skipped {skipped} bad training samples (DATALOADER.BAD_SAMPLE_POLICY skip)" in (
         caplog.text
     )
+
+
+def test_skip_count_reaches_spawned_processes_and_survives_cloudpickle():
+    """DataLoader workers of spawned (gloo) training processes get the mapper through
+    cloudpickle, as detectron2 serialises data sets: the count they add must reach the parent."""
+    counter = BadSampleCounter()
+    copy = cloudpickle.loads(cloudpickle.dumps(counter))
+    copy.increment()
+    child = multiprocessing.get_context("spawn").Process(target=counter.increment)
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert counter.count == 2
+    counter.reset()
+    assert copy.count == 0

@@ -1,9 +1,11 @@
 """Dataset mappers for semantic segmentation: training (mask-classification targets) and
 evaluation, both reading with :mod:`semask.data.image_io` and checking every label map."""
 
+import atexit
 import copy
 import logging
-import multiprocessing
+import os
+import tempfile
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -39,24 +41,32 @@ MAX_LISTED_VALUES = 8
 
 
 class BadSampleCounter:
-    """A count shared by the process that creates it and its DataLoader worker processes."""
+    """A count shared by the process that creates it and every process it is handed to
+    (DataLoader workers, forked or spawned, which get it pickled with the mapper): each count is
+    one byte appended to a temporary file, removed when the creating process exits."""
 
     def __init__(self) -> None:
-        self._value = multiprocessing.Value("q", 0)
+        fd, self.path = tempfile.mkstemp(prefix="semask-bad-samples-")
+        os.close(fd)
+        atexit.register(_remove_file, self.path)
 
     def increment(self) -> int:
-        """Add one; the new count."""
-        with self._value.get_lock():
-            self._value.value += 1
-            return self._value.value
+        """Add one; the count so far."""
+        with open(self.path, "ab") as f:  # appends are atomic across processes
+            f.write(b".")
+        return self.count
 
     def reset(self) -> None:
-        with self._value.get_lock():
-            self._value.value = 0
+        open(self.path, "wb").close()
 
     @property
     def count(self) -> int:
-        return self._value.value
+        return os.path.getsize(self.path)
+
+
+def _remove_file(path: str) -> None:
+    if os.path.exists(path):
+        os.remove(path)
 
 
 _TRAINING_BAD_SAMPLES: Optional[BadSampleCounter] = None
