@@ -14,7 +14,7 @@ import argparse
 import logging
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import semask  # noqa: F401  (first: applies semask.compat before detectron2 is used)
 
@@ -37,7 +37,7 @@ logger = logging.getLogger("semask.export_model")
 FORMATS = {"torch_export": ".pt2", "onnx": ".onnx"}
 
 
-def parse_args(argv: List[str] = None) -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--format", required=True, choices=sorted(FORMATS))
@@ -55,18 +55,21 @@ def parse_args(argv: List[str] = None) -> argparse.Namespace:
     return args
 
 
-def median_ms(run: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``run()`` in milliseconds over ``repeats`` runs, after one warm-up."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def median_ms(runs: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
+    """Median wall time in milliseconds of each of ``runs`` over ``repeats`` runs, after one
+    warm-up; the runs alternate, so that a change in machine load affects each alike."""
+    times: Dict[str, List[float]] = {name: [] for name in runs}
+    for run in runs.values():
         run()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def main(argv: List[str] = None) -> Dict[str, float]:
+def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     """Export, check against eager, optionally benchmark; returns the measured numbers."""
     args = parse_args(argv)
     setup_logger(name="semask")
@@ -87,8 +90,8 @@ def main(argv: List[str] = None) -> Dict[str, float]:
     results["size_mb"] = segmenter.path.stat().st_size / 2**20
     if args.benchmark > 0:
         with torch.no_grad():
-            results["eager_ms"] = median_ms(lambda: eager(image), args.benchmark)
-        results["exported_ms"] = median_ms(lambda: segmenter(image), args.benchmark)
+            runs = {"eager_ms": lambda: eager(image), "exported_ms": lambda: segmenter(image)}
+            results.update(median_ms(runs, args.benchmark))
     logger.info(
         "wrote %s (%s, %d x %d): %s",
         args.output,

@@ -8,7 +8,7 @@ graph. H x W is fixed at export in both formats (see docs/DEPLOY.md for why).
 """
 
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -118,17 +118,22 @@ class ExportedSegmenter:
     image is refused naming the file and what was expected.
     """
 
-    def __init__(self, path: Union[str, Path]) -> None:
+    def __init__(
+        self, path: Union[str, Path], providers: Sequence[str] = ("CPUExecutionProvider",)
+    ) -> None:
+        """``providers``: ONNX Runtime execution providers, in order of preference."""
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"exported model {self.path} does not exist")
         self.size: Optional[Tuple[int, int]] = None
         if self.path.suffix == ".onnx":
-            import onnxruntime
-
-            self.session = onnxruntime.InferenceSession(
-                str(self.path), providers=["CPUExecutionProvider"]
-            )
+            try:
+                import onnxruntime
+            except ImportError as error:
+                raise ImportError(
+                    f"running {self.path} needs onnxruntime: pip install -r requirements-export.txt"
+                ) from error
+            self.session = onnxruntime.InferenceSession(str(self.path), providers=list(providers))
             shape = self.session.get_inputs()[0].shape
             if all(isinstance(side, int) for side in shape[1:]):
                 self.size = (shape[1], shape[2])
