@@ -8,9 +8,10 @@ STAMP := $(VENV)/.semask-env
 
 env: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml tools/install_detectron2.py
+$(STAMP): requirements.txt requirements-dev.txt requirements-export.txt pyproject.toml tools/install_detectron2.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt \
+		-r requirements-export.txt
 	$(BIN)/python tools/install_detectron2.py
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@

@@ -29,7 +29,16 @@ def normalize_and_pad(
     """
     device = pixel_mean.device
     images = [(x["image"].to(device).float() - pixel_mean) / pixel_std for x in batched_inputs]
-    return ImageList.from_tensors(images, size_divisibility)
+    image_sizes = [(image.shape[-2], image.shape[-1]) for image in images]
+    # Python (or, while exporting, symbolic) integers: detectron2's ImageList.from_tensors takes
+    # the maximum size as a tensor, a data-dependent value that torch.export cannot trace.
+    stride = max(size_divisibility, 1)
+    padded_h = -(-max(h for h, _ in image_sizes) // stride) * stride
+    padded_w = -(-max(w for _, w in image_sizes) // stride) * stride
+    padded = [
+        F.pad(im, [0, padded_w - w, 0, padded_h - h]) for im, (h, w) in zip(images, image_sizes)
+    ]
+    return ImageList(torch.stack(padded), image_sizes)
 
 
 def pad_sem_seg(
