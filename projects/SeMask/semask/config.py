@@ -1,7 +1,17 @@
 """Config keys of the SeMask project, with the defaults of the official SeMask Detectron2 code."""
 
+from typing import Any
+
 from detectron2.config import CfgNode as CN
 from detectron2.projects.deeplab import add_deeplab_config
+
+
+def config_value(cfg: CN, key: str) -> Any:
+    """The value of the dotted ``key`` (e.g. ``"MODEL.SWIN.WINDOW_SIZE"``) in ``cfg``."""
+    node: Any = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def add_semask_config(cfg: CN) -> None:

@@ -9,6 +9,7 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
+from ..config import config_value
 from ..modeling.backbone.common import STAGE_NAMES
 from ..modeling.matcher import MASK_LOSSES
 from ..modeling.meta_arch.families import decoder_problems, fork_name_problems, windowing_problems
@@ -46,10 +47,7 @@ class _Checker:
         self.problems: List[str] = []
 
     def get(self, key: str) -> Any:
-        node: Any = self.cfg
-        for part in key.split("."):
-            node = node[part]
-        return node
+        return config_value(self.cfg, key)
 
     def fail(self, key: str, value: Any, allowed: str) -> None:
         self.problems.append(f"{key} = {value!r}: {allowed}")

@@ -13,6 +13,8 @@ from typing import List, Tuple
 
 from detectron2.config import CfgNode
 
+from ...config import config_value
+
 SEMASK_SWIN = "D2SeMaskSwinTransformer"
 MULTI_SCALE_INPUT = "multi_scale_pixel_decoder"
 
@@ -81,18 +83,13 @@ def family_of(cfg: CfgNode) -> Family:
     return MASK2FORMER if in_feature == MULTI_SCALE_INPUT else MASKFORMER
 
 
-def _get(cfg: CfgNode, key: str) -> object:
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
 def fork_name_problems(cfg: CfgNode) -> List[str]:
     """``KEY = value: why`` for every name in ``cfg`` that only a fork's YAML uses."""
     family = family_of(cfg)
     found = [
-        (key, name, why) for (key, name), why in FORK_ONLY_NAMES.items() if _get(cfg, key) == name
+        (key, name, why)
+        for (key, name), why in FORK_ONLY_NAMES.items()
+        if config_value(cfg, key) == name
     ]
     backbone = cfg.MODEL.BACKBONE.NAME
     if backbone in RESNET_BACKBONES and cfg.MODEL.META_ARCHITECTURE in MASK_CLASSIFICATION:
