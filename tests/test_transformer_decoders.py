@@ -163,20 +163,6 @@ def test_maskformer_outputs_and_gradients(pre_norm):
     assert_every_parameter_trains(decoder, zero_at_init)
 
 
-def test_maskformer_padding_mask_hides_padded_pixels():
-    decoder = build("StandardTransformerDecoder", dec_layers=2).eval()
-    x = torch.randn(1, HIDDEN, 4, 4)
-    mask_features = torch.randn(1, MASK_DIM, 8, 8)
-    padding = torch.zeros(1, 16, 16, dtype=torch.bool)
-    padding[:, :, 8:] = True  # right half is padding
-    changed = x.clone()
-    changed[..., 2:] = 100.0
-    first = decoder(x, mask_features, padding)["pred_logits"]
-    second = decoder(changed, mask_features, padding)["pred_logits"]
-    torch.testing.assert_close(first, second)
-    assert not torch.allclose(first, decoder(changed, mask_features)["pred_logits"])
-
-
 def test_position_encoding_values():
     pos = PositionEmbeddingSine(4, normalize=True)(torch.zeros(1, 3, 2, 4))
     assert pos.shape == (1, 8, 2, 4)

@@ -1,6 +1,6 @@
 """SeMask's mask-classification head: pixel decoder + transformer decoder + semantic decoder."""
 
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
@@ -86,7 +86,7 @@ class BranchMaskFormerHead(nn.Module):
             "num_classes": head.NUM_CLASSES,
         }
 
-    def forward(self, features: Dict[str, Tensor], mask: Optional[Tensor] = None) -> dict:
+    def forward(self, features: Dict[str, Tensor]) -> dict:
         """``features``: the backbone outputs (stage maps and ``prior_res*`` maps).
 
         Returns ``pred_logits`` [B, Q, K + 1], ``pred_masks`` [B, Q, H/4, W/4], ``aux_outputs``
@@ -107,7 +107,7 @@ class BranchMaskFormerHead(nn.Module):
             source = mask_features
         else:
             source = features[self.transformer_in_feature]
-        predictions = self.predictor(source, mask_features, mask)
+        predictions = self.predictor(source, mask_features)
         if self.prior_features:
             missing = [name for name in self.prior_features if name not in features]
             if missing:

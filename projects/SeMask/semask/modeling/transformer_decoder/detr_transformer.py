@@ -43,14 +43,13 @@ class TransformerEncoderLayer(_DETRLayer):
     ) -> None:
         super().__init__(d_model, nhead, dim_feedforward, dropout, normalize_before, 2)
 
-    def forward(self, src: Tensor, key_padding_mask: Optional[Tensor], pos: Tensor) -> Tensor:
-        """``src``, ``pos`` [S, B, C]; ``key_padding_mask`` [B, S] or None. Returns [S, B, C]."""
+    def forward(self, src: Tensor, pos: Tensor) -> Tensor:
+        """``src``, ``pos`` [S, B, C]. Returns [S, B, C]."""
         src = attention_block(
             self.self_attn,
             self.norm1,
             self.dropout1,
             src,
-            key_padding_mask=key_padding_mask,
             query_pos=pos,
             normalize_before=self.normalize_before,
         )
@@ -74,16 +73,8 @@ class TransformerDecoderLayer(_DETRLayer):
         super().__init__(d_model, nhead, dim_feedforward, dropout, normalize_before, 3)
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
 
-    def forward(
-        self,
-        tgt: Tensor,
-        memory: Tensor,
-        memory_key_padding_mask: Optional[Tensor],
-        pos: Tensor,
-        query_pos: Tensor,
-    ) -> Tensor:
-        """``tgt``, ``query_pos`` [Q, B, C]; ``memory``, ``pos`` [S, B, C];
-        ``memory_key_padding_mask`` [B, S] or None. Returns [Q, B, C]."""
+    def forward(self, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
+        """``tgt``, ``query_pos`` [Q, B, C]; ``memory``, ``pos`` [S, B, C]. Returns [Q, B, C]."""
         tgt = attention_block(
             self.self_attn,
             self.norm1,
@@ -98,7 +89,6 @@ class TransformerDecoderLayer(_DETRLayer):
             self.dropout2,
             tgt,
             memory,
-            key_padding_mask=memory_key_padding_mask,
             pos=pos,
             query_pos=query_pos,
             normalize_before=self.normalize_before,
@@ -154,25 +144,21 @@ class Transformer(nn.Module):
         self.return_intermediate_dec = return_intermediate_dec
         xavier_init_matrices(self)
 
-    def forward(
-        self, src: Tensor, mask: Optional[Tensor], query_embed: Tensor, pos_embed: Tensor
-    ) -> Tuple[Tensor, Tensor]:
-        """``src``, ``pos_embed`` [B, C, H, W]; ``mask`` [B, H, W] bool (True = padding) or None;
-        ``query_embed`` [Q, C]."""
+    def forward(self, src: Tensor, query_embed: Tensor, pos_embed: Tensor) -> Tuple[Tensor, Tensor]:
+        """``src``, ``pos_embed`` [B, C, H, W]; ``query_embed`` [Q, C]."""
         batch, channels, height, width = src.shape
         src = src.flatten(2).permute(2, 0, 1)
         pos_embed = pos_embed.flatten(2).permute(2, 0, 1)
         query_pos = query_embed.unsqueeze(1).repeat(1, batch, 1)
-        mask = None if mask is None else mask.flatten(1)
         memory = src
         for layer in self.encoder.layers:
-            memory = layer(memory, mask, pos_embed)
+            memory = layer(memory, pos_embed)
         if self.encoder.norm is not None:
             memory = self.encoder.norm(memory)
         output = torch.zeros_like(query_pos)
         intermediate = []
         for layer in self.decoder.layers:
-            output = layer(output, memory, mask, pos_embed, query_pos)
+            output = layer(output, memory, pos_embed, query_pos)
             intermediate.append(self.decoder.norm(output))
         hs = torch.stack(intermediate if self.return_intermediate_dec else intermediate[-1:])
         return hs.transpose(1, 2), memory.permute(1, 2, 0).view(batch, channels, height, width)

@@ -29,7 +29,6 @@ def attention_block(
     memory: Optional[Tensor] = None,
     *,
     attn_mask: Optional[Tensor] = None,
-    key_padding_mask: Optional[Tensor] = None,
     pos: Optional[Tensor] = None,
     query_pos: Optional[Tensor] = None,
     normalize_before: bool = False,
@@ -48,7 +47,6 @@ def attention_block(
         _with_pos(memory, pos),
         value=memory,
         attn_mask=attn_mask,
-        key_padding_mask=key_padding_mask,
     )[0]
     tgt = tgt + dropout(attended)
     return tgt if normalize_before else norm(tgt)
@@ -101,7 +99,6 @@ class AttentionLayer(nn.Module):
         memory: Optional[Tensor] = None,
         *,
         attn_mask: Optional[Tensor] = None,
-        key_padding_mask: Optional[Tensor] = None,
         pos: Optional[Tensor] = None,
         query_pos: Optional[Tensor] = None,
     ) -> Tensor:
@@ -114,7 +111,6 @@ class AttentionLayer(nn.Module):
             tgt,
             memory,
             attn_mask=attn_mask,
-            key_padding_mask=key_padding_mask,
             pos=pos,
             query_pos=query_pos,
             normalize_before=self.normalize_before,

@@ -90,11 +90,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "dec_layers": cfg.MODEL.MASK_FORMER.DEC_LAYERS - 1,
         }
 
-    def forward(
-        self, x: Sequence[Tensor], mask_features: Tensor, mask: Optional[Tensor] = None
-    ) -> Dict[str, object]:
+    def forward(self, x: Sequence[Tensor], mask_features: Tensor) -> Dict[str, object]:
         """``x``: ``num_feature_levels`` maps [B, C, H_l, W_l] (coarsest first);
-        ``mask_features`` [B, mask_dim, H, W]; ``mask`` is ignored (inputs are never padded here).
+        ``mask_features`` [B, mask_dim, H, W].
 
         Returns ``pred_logits`` [B, Q, K + 1], ``pred_masks`` [B, Q, H, W] and ``aux_outputs``
         (the ``dec_layers`` earlier predictions, in order).

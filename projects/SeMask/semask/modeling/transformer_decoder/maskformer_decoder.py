@@ -1,9 +1,8 @@
 """MaskFormer's transformer decoder: DETR queries on one feature map, masks from ``mask_embed``."""
 
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from torch import Tensor, nn
 
@@ -81,16 +80,11 @@ class StandardTransformerDecoder(nn.Module):
             "deep_supervision": mask_former.DEEP_SUPERVISION,
         }
 
-    def forward(
-        self, x: Tensor, mask_features: Tensor, mask: Optional[Tensor] = None
-    ) -> Dict[str, object]:
-        """``x`` [B, C, h, w]; ``mask_features`` [B, mask_dim, H, W]; ``mask`` optional
-        [B, H', W'] bool padding mask (resized to ``x``). Returns ``pred_logits`` [B, Q, K + 1],
-        ``pred_masks`` [B, Q, H, W] and, with deep supervision, ``aux_outputs``."""
-        if mask is not None:
-            mask = F.interpolate(mask[None].float(), size=x.shape[-2:])[0].to(torch.bool)
-        pos = self.pe_layer(x, mask)
-        hs, _ = self.transformer(self.input_proj(x), mask, self.query_embed.weight, pos)
+    def forward(self, x: Tensor, mask_features: Tensor) -> Dict[str, object]:
+        """``x`` [B, C, h, w]; ``mask_features`` [B, mask_dim, H, W]. Returns ``pred_logits``
+        [B, Q, K + 1], ``pred_masks`` [B, Q, H, W] and, with deep supervision, ``aux_outputs``."""
+        pos = self.pe_layer(x)
+        hs, _ = self.transformer(self.input_proj(x), self.query_embed.weight, pos)
         logits = self.class_embed(hs) if self.mask_classification else None
         masks = torch.einsum("lbqc,bchw->lbqhw", self.mask_embed(hs), mask_features)
         out = {

@@ -32,16 +32,14 @@ class PositionEmbeddingSine(nn.Module):
         self.normalize = normalize
         self.scale = 2 * math.pi if scale is None else scale
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        """``x`` [B, C, H, W] (only its shape and device are used); ``mask`` [B, H, W] bool,
-        True on padding. Returns [B, 2 * num_pos_feats, H, W] in float32."""
-        if mask is None:
-            mask = torch.zeros(
-                (x.shape[0], x.shape[2], x.shape[3]), device=x.device, dtype=torch.bool
-            )
-        valid = ~mask
-        y_embed = valid.cumsum(1, dtype=torch.float32)
-        x_embed = valid.cumsum(2, dtype=torch.float32)
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` [B, C, H, W] (only its shape and device are used; no position is padding).
+        Returns [B, 2 * num_pos_feats, H, W] in float32."""
+        ones = torch.ones(
+            (x.shape[0], x.shape[2], x.shape[3]), dtype=torch.float32, device=x.device
+        )
+        y_embed = ones.cumsum(1)
+        x_embed = ones.cumsum(2)
         if self.normalize:
             eps = 1e-6
             y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale

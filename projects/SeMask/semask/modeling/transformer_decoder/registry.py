@@ -10,8 +10,10 @@ TRANSFORMER_DECODER_REGISTRY = Registry("TRANSFORMER_MODULE")
 TRANSFORMER_DECODER_REGISTRY.__doc__ = """
 Transformer decoders of mask-classification heads, selected by
 ``MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME`` and built as
-``(cfg, in_channels, mask_classification)``. Called as ``decoder(x, mask_features, mask=None)``,
-they return ``{"pred_logits", "pred_masks", "aux_outputs"}``.
+``(cfg, in_channels, mask_classification)``. Called as ``decoder(x, mask_features)`` (inputs
+are zero-padded without a padding mask, as in Mask2Former, so a decoder written for Mask2Former's
+``forward(x, mask_features, mask=None)`` works too), they return
+``{"pred_logits", "pred_masks", "aux_outputs"}``.
 """
 
 
