@@ -134,9 +134,16 @@ def test_augmentations_from_config():
         "RandomFlip",
     ]
     assert augs[1].single_category_max_area == 0.75 and augs[1].ignored_category == 255
+    for name, with_masks in (("mask_former_semantic", True), ("semantic", False)):
+        cfg.INPUT.DATASET_MAPPER_NAME = name
+        assert MaskFormerSemanticDatasetMapper(cfg, True).with_masks is with_masks
     cfg.INPUT.DATASET_MAPPER_NAME = "panoptic"
-    with pytest.raises(ValueError, match="DATASET_MAPPER_NAME"):
+    with pytest.raises(ValueError) as error:
         MaskFormerSemanticDatasetMapper(cfg, True)
+    assert str(error.value) == (
+        "INPUT.DATASET_MAPPER_NAME must be one of ['mask_former_semantic', 'semantic'], "
+        "got 'panoptic'"
+    )
 
 
 def test_rejects_missing_labels_and_inference_use(tmp_path):

@@ -8,6 +8,7 @@ from conftest import semask_cfg
 from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 
+from semask.data.targets import semantic_instances
 from semask.modeling.meta_arch import SemanticSegmentorWithTTA
 from semask.modeling.meta_arch.inference import semantic_inference
 
@@ -92,17 +93,20 @@ def test_training_losses_have_official_keys(reference_dir):
     sem_seg = torch.randint(0, K, (H, W))
     sem_seg[:20] = 255
     torch.manual_seed(0)
-    losses = model([{"image": image, "sem_seg": sem_seg}])
+    losses = model([{"image": image, "sem_seg": sem_seg, "instances": semantic_instances(sem_seg)}])
     expected = {"loss_ce", "loss_mask", "loss_dice", "loss_cate"}
     for i in range(3):
         expected |= {f"loss_ce_{i}", f"loss_mask_{i}", f"loss_dice_{i}"}
     assert set(losses) == expected
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
-    empty = model([{"image": image, "sem_seg": torch.full((H, W), 255)}])
+    unlabelled = torch.full((H, W), 255)
+    empty = model(
+        [{"image": image, "sem_seg": unlabelled, "instances": semantic_instances(unlabelled)}]
+    )
     assert set(empty) == expected and all(torch.isfinite(v) for v in empty.values())
     assert empty["loss_cate"].item() == 0.0 and empty["loss_mask"].item() == 0.0
     with pytest.raises(KeyError, match="sem_seg"):
-        model([{"image": image}])
+        model([{"image": image, "instances": semantic_instances(sem_seg)}])
 
 
 def test_panoptic_and_instance_outputs(reference_dir):

@@ -1,7 +1,8 @@
 """One training step of SeMaskMaskFormer against the official code's (``*_train_step.pt`` in
 ``tests/fixtures/mask2former``): every loss term and every parameter's gradient.
 
-Both runs: the same weights and two samples of different sizes, dropout and drop-path 0, and
+Both runs: the same weights and two samples of different sizes (with the targets the mapper
+gives: ``instances`` of each label map, classes ascending, bool masks), dropout and drop-path 0, and
 ``torch.rand`` replaced by a function of the requested shape, so that the matcher's and the mask
 losses' point sampling draw the same points whatever the order of the calls.
 """
@@ -14,6 +15,8 @@ import torch
 from conftest import REPO_ROOT, semask_cfg
 from detectron2.modeling import build_model
 from torch import nn
+
+from semask.data.targets import semantic_instances
 
 sys.path.insert(0, str(REPO_ROOT / "tools" / "reference_fixtures"))
 from shape_seeded_rand import patch_torch_rand, shape_seeded_rand  # noqa: E402
@@ -38,8 +41,10 @@ def training_step(reference_dir, name: str) -> Tuple[Dict[str, torch.Tensor], nn
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
+    samples = torch.load(reference_dir / "train_samples.pt")
+    inputs = [{**x, "instances": semantic_instances(x["sem_seg"])} for x in samples]
     with patch_torch_rand():
-        losses = model(torch.load(reference_dir / "train_samples.pt"))
+        losses = model(inputs)
     sum(losses.values()).backward()
     return {k: v.detach() for k, v in losses.items()}, model
 

@@ -5,6 +5,8 @@ import torch
 from conftest import semask_cfg
 from detectron2.modeling import build_model
 
+from semask.data.targets import semantic_instances
+
 K = 4
 
 
@@ -62,7 +64,7 @@ def _batch():
         sem_seg[:, 32:] = 1
         sem_seg[40:] = 2 + (image[0, 40:] > 127).long()
         sem_seg[:4] = 255
-        batch.append({"image": image, "sem_seg": sem_seg})
+        batch.append({"image": image, "sem_seg": sem_seg, "instances": semantic_instances(sem_seg)})
     return batch
 
 

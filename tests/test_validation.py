@@ -94,7 +94,13 @@ def test_non_semantic_data_set_is_refused():
         ("INPUT.CROP.SIZE", "(0, 64)", "must be 2 integers >= 1 for INPUT.CROP.TYPE 'absolute'"),
         ("INPUT.CROP.TYPE", "'square'", "must be one of ['relative', 'relative_range', 'abs"),
         ("INPUT.MIN_SIZE_TEST", "-1", "must be an integer >= 0"),
-        ("INPUT.DATASET_MAPPER_NAME", "'panoptic'", "must be one of"),
+        ("INPUT.DATASET_MAPPER_NAME", "'panoptic'", "must be one of ['mask_former_semantic', "),
+        (
+            "INPUT.DATASET_MAPPER_NAME",
+            "'semantic'",
+            "gives no 'instances', which SeMaskMaskFormer trains on: must be one of "
+            "['mask_former_semantic']",
+        ),
         ("SOLVER.IMS_PER_BATCH", "0", "must be an integer >= 1 divisible by the number of"),
     ],
 )
@@ -102,6 +108,15 @@ def test_bad_value_names_key_value_and_what_is_allowed(key, value, expected):
     text = message(quickstart(key, value))
     line = next(line for line in text.splitlines() if line.strip().startswith(key + " = "))
     assert expected in line, text
+
+
+@pytest.mark.parametrize("mapper", ["semantic", "mask_former_semantic"])
+def test_semask_fpn_trains_with_either_mapper(mapper):
+    """SeMaskFPN reads "sem_seg" alone: the mapper's instances are optional for it."""
+    cfg = semask_cfg()
+    cfg.merge_from_file(str(MIT_CONFIG))
+    cfg.INPUT.DATASET_MAPPER_NAME = mapper
+    validate_config(cfg)
 
 
 def test_every_problem_is_reported_at_once():

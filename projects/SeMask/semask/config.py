@@ -31,13 +31,16 @@ def add_semask_config(cfg: CN) -> None:
 
 
 def _add_input_config(cfg: CN) -> None:
-    # Dataset mapper: "mask_former_semantic" (per-class masks) or "semantic" (label map only).
+    # What the training mapper gives besides the image and label map: "mask_former_semantic"
+    # adds "instances" (one mask per class present), which SeMaskMaskFormer trains on;
+    # "semantic" adds nothing (enough for SeMaskFPN). semask.data.mapper.DATASET_MAPPERS.
     cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
     # SSD-style photometric distortion during training.
     cfg.INPUT.COLOR_AUG_SSD = False
     # Pad training images/labels to this multiple (-1: no padding).
     cfg.INPUT.SIZE_DIVISIBILITY = -1
-    # Large-scale-jitter settings used by the official COCO configs.
+    # Read by nothing; kept so published configs merge (the official COCO configs' large-scale
+    # jitter: output size and scale range).
     cfg.INPUT.IMAGE_SIZE = 1024
     cfg.INPUT.MIN_SCALE = 0.1
     cfg.INPUT.MAX_SCALE = 2.0
@@ -201,8 +204,8 @@ def _add_sem_seg_head_config(cfg: CN) -> None:
     # Backbone features read by the deformable encoder, and its sampling points.
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
-    # Not read: kept so official YAMLs merge. The deformable encoder, as in the official code,
-    # takes its heads from MODEL.MASK_FORMER.NHEADS.
+    # Read by nothing; kept so published configs merge. The deformable encoder, as in the
+    # official code, takes its heads from MODEL.MASK_FORMER.NHEADS.
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
     # SeMask-FPN head: dropout before the 1x1 classifier (MODEL.MASK_FORMER.CATE_WEIGHT weighs
     # its prior loss).

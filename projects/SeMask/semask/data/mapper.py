@@ -16,14 +16,14 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.projects.point_rend.color_augmentation import ColorAugSSDTransform
-from detectron2.structures import BitMasks, Instances
 
 from .image_io import DataError, read_image, read_label
 from .labels import LABEL_MAPPING_KEY, LabelMapping
-from .targets import sem_seg_to_masks
+from .targets import semantic_instances
 
 __all__ = [
     "BadSampleCounter",
+    "DATASET_MAPPERS",
     "MaskFormerSemanticDatasetMapper",
     "SemanticEvalMapper",
     "build_semantic_augmentations",
@@ -38,6 +38,10 @@ IMAGE_PAD_VALUE = 128
 BAD_SAMPLE_POLICIES = ("error", "skip")
 # Offending label values listed in an error message.
 MAX_LISTED_VALUES = 8
+# INPUT.DATASET_MAPPER_NAME -> whether the training mapper adds "instances" (one mask per class
+# present) to "image" and "sem_seg": mask-classification models (SeMaskMaskFormer) train on those
+# instances, per-pixel models (SeMaskFPN) on "sem_seg" alone.
+DATASET_MAPPERS = {"mask_former_semantic": True, "semantic": False}
 
 
 class BadSampleCounter:
@@ -185,7 +189,10 @@ class MaskFormerSemanticDatasetMapper:
     * ``"image"``: uint8 [3, H, W] tensor in ``image_format`` channel order;
     * ``"sem_seg"``: int64 [H, W] labels (``ignore_label`` = unlabelled or padding);
     * ``"instances"`` (when ``with_masks``): :class:`Instances` with ``gt_classes`` [N] and
-      ``gt_masks`` (:class:`BitMasks`, [N, H, W]), one per class present.
+      ``gt_masks`` (:class:`BitMasks`, [N, H, W]), one per class present, classes ascending
+      (:func:`semantic_instances`): the targets a mask-classification model trains on.
+
+    ``INPUT.DATASET_MAPPER_NAME`` sets ``with_masks`` (:data:`DATASET_MAPPERS`).
 
     A bad sample (:class:`DataError`: unreadable file, size mismatch, bad label values) is raised
     under ``bad_sample_policy`` "error"; under "skip" it is logged as a warning, counted in
@@ -223,9 +230,9 @@ class MaskFormerSemanticDatasetMapper:
     @classmethod
     def from_config(cls, cfg: CfgNode, is_train: bool = True) -> Dict[str, Any]:
         mapper_name = cfg.INPUT.DATASET_MAPPER_NAME
-        if mapper_name not in ("mask_former_semantic", "semantic"):
+        if mapper_name not in DATASET_MAPPERS:
             raise ValueError(
-                f"INPUT.DATASET_MAPPER_NAME must be 'mask_former_semantic' or 'semantic', "
+                f"INPUT.DATASET_MAPPER_NAME must be one of {sorted(DATASET_MAPPERS)}, "
                 f"got {mapper_name!r}"
             )
         return {
@@ -235,7 +242,7 @@ class MaskFormerSemanticDatasetMapper:
             "ignore_label": MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).ignore_label,
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
-            "with_masks": mapper_name == "mask_former_semantic",
+            "with_masks": DATASET_MAPPERS[mapper_name],
             "bad_sample_policy": cfg.DATALOADER.BAD_SAMPLE_POLICY,
         }
 
@@ -276,11 +283,7 @@ class MaskFormerSemanticDatasetMapper:
         dataset_dict["image"] = image_t
         dataset_dict["sem_seg"] = sem_seg_t
         if self.with_masks:
-            classes, masks = sem_seg_to_masks(sem_seg_t, self.ignore_label)
-            instances = Instances(tuple(sem_seg_t.shape))
-            instances.gt_classes = classes
-            instances.gt_masks = BitMasks(masks)
-            dataset_dict["instances"] = instances
+            dataset_dict["instances"] = semantic_instances(sem_seg_t, self.ignore_label)
         return dataset_dict
 
 

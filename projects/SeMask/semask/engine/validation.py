@@ -10,6 +10,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
 from ..config import config_value
+from ..data.mapper import DATASET_MAPPERS
 from ..modeling.backbone.common import STAGE_NAMES
 from ..modeling.matcher import MASK_LOSSES
 from ..modeling.meta_arch.families import decoder_problems, fork_name_problems, windowing_problems
@@ -18,7 +19,6 @@ from .amp import PRECISIONS
 SWIN_BACKBONES = ("D2SeMaskSwinTransformer", "D2SwinTransformer")
 MIT_BACKBONES = ("D2SeMaskMiT",)
 MASK_FORMER_ARCHITECTURES = ("SeMaskMaskFormer",)
-DATASET_MAPPERS = ("mask_former_semantic", "semantic")
 RELATIVE_CROPS = ("relative", "relative_range")
 ABSOLUTE_CROPS = ("absolute", "absolute_range")
 SEMANTIC_EVALUATORS = ("sem_seg", "cityscapes_sem_seg")
@@ -229,8 +229,24 @@ def _check_mask_former(checker: _Checker) -> None:
     checker.int_at_least("MODEL.SEM_SEG_HEAD.MASK_DIM", 1)
 
 
+def _check_dataset_mapper(checker: _Checker) -> None:
+    """A known mapper; one that gives ``instances`` for a mask-classification model."""
+    key = "INPUT.DATASET_MAPPER_NAME"
+    if not checker.one_of(key, sorted(DATASET_MAPPERS)):
+        return
+    architecture = checker.get("MODEL.META_ARCHITECTURE")
+    if architecture in MASK_FORMER_ARCHITECTURES:
+        with_instances = sorted(name for name, masks in DATASET_MAPPERS.items() if masks)
+        checker.check(
+            key,
+            lambda v: DATASET_MAPPERS[v],
+            f"gives no 'instances', which {architecture} trains on: must be one of "
+            f"{with_instances}",
+        )
+
+
 def _check_input(checker: _Checker) -> None:
-    checker.one_of("INPUT.DATASET_MAPPER_NAME", DATASET_MAPPERS)
+    _check_dataset_mapper(checker)
     checker.check(
         "INPUT.MIN_SIZE_TRAIN",
         lambda v: len(v) > 0 and all(_is_int(x) and x >= 1 for x in v),

@@ -11,7 +11,7 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch import nn
 
-from ...data.targets import sem_seg_to_masks
+from ...data.targets import padded_instance_targets
 from ..criterion import SetCriterion, loss_cate
 from ..matcher import HungarianMatcher
 from .families import check_buildable
@@ -64,7 +64,9 @@ class SeMaskMaskFormer(nn.Module):
     """Normalise, pad, run backbone + head; train with the set criterion, infer label maps.
 
     Inputs are detectron2 dicts: ``image`` uint8 [3, H, W] RGB, optional ``height``/``width``
-    (output size), and in training ``sem_seg`` int64 [H, W] (``ignore_value`` = unlabelled).
+    (output size), and in training ``instances`` (``gt_classes`` [N], ``gt_masks`` [N, H, W]: the
+    mask targets) and ``sem_seg`` int64 [H, W] (``ignore_value`` = unlabelled; the prior loss's
+    target), as :class:`semask.data.MaskFormerSemanticDatasetMapper` gives them.
     With ``sliding_window`` (``TEST.SLIDE``), inference returns ``sem_seg`` only, averaged over
     overlapping windows, each inferred as a whole image is.
     """
@@ -178,10 +180,25 @@ class SeMaskMaskFormer(nn.Module):
     def prepare_targets(
         self, batched_inputs: List[Dict], images: ImageList
     ) -> List[Dict[str, torch.Tensor]]:
-        """Per image ``labels`` [N], ``masks`` [N, Hp, Wp] and ``sem_seg`` [Hp, Wp], padded."""
+        """Per image ``labels`` [N] and ``masks`` [N, Hp, Wp] bool: the input's ``instances``
+        (``gt_classes``, ``gt_masks`` zero-padded to the batch), and ``sem_seg`` [Hp, Wp] padded
+        with ``ignore_value``.
+
+        Raises KeyError naming the mapper to use if an input has no ``instances``."""
+        for i, x in enumerate(batched_inputs):
+            if "instances" not in x:
+                raise KeyError(
+                    f"training input {i} has no 'instances' (gt_classes, gt_masks), the targets "
+                    "SeMaskMaskFormer trains on: use INPUT.DATASET_MAPPER_NAME "
+                    "'mask_former_semantic' (MaskFormerSemanticDatasetMapper with_masks=True)"
+                )
+        sem_segs = pad_sem_seg(batched_inputs, images, self.ignore_value)
+        padded_size = tuple(sem_segs.shape[-2:])
         targets = []
-        for sem_seg in pad_sem_seg(batched_inputs, images, self.ignore_value):
-            labels, masks = sem_seg_to_masks(sem_seg, self.ignore_value)
+        for x, image_size, sem_seg in zip(batched_inputs, images.image_sizes, sem_segs):
+            labels, masks = padded_instance_targets(
+                x["instances"], image_size, padded_size, self.device
+            )
             targets.append({"labels": labels, "masks": masks, "sem_seg": sem_seg})
         return targets
 
