@@ -1,6 +1,5 @@
-"""The SeMask trainer: detectron2's DefaultTrainer with the official recipe, and ``setup_cfg``."""
+"""The SeMask trainer: detectron2's DefaultTrainer with the official recipe."""
 
-import argparse
 import logging
 import os
 import weakref
@@ -8,7 +7,7 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 
 import torch
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.data import (
     MetadataCatalog,
     build_detection_test_loader,
@@ -19,7 +18,6 @@ from detectron2.engine import (
     HookBase,
     TrainerBase,
     create_ddp_model,
-    default_setup,
 )
 from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
 from detectron2.projects.deeplab import build_lr_scheduler
@@ -27,7 +25,6 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch import nn
 
-from .. import add_semask_config
 from ..checkpoint import SeMaskCheckpointer
 from ..curves import TrainingCurvesHook
 from ..data import MaskFormerSemanticDatasetMapper, SemanticEvalMapper, training_bad_samples
@@ -36,9 +33,7 @@ from ..modeling.meta_arch import SemanticSegmentorWithTTA
 from ..report import SemSegReportEvaluator
 from .amp import FiniteSimpleTrainer, MixedPrecisionTrainer, amp_dtype
 from .bad_samples import BadSampleReport
-from .num_classes import resolve_num_classes
 from .optim import build_optimizer
-from .validation import validate_config
 
 
 class Trainer(DefaultTrainer):
@@ -143,33 +138,3 @@ class Trainer(DefaultTrainer):
         results = cls.test(cfg, SemanticSegmentorWithTTA(cfg, model), evaluators)
         return OrderedDict((f"{task}_TTA", value) for task, value in results.items())
 
-
-def build_cfg(config_file: str, opts: List[str]) -> CfgNode:
-    """A frozen config: detectron2 defaults + SeMask keys + ``config_file`` + ``opts``.
-
-    ``MODEL.SEM_SEG_HEAD.NUM_CLASSES 0`` becomes the training set's class count
-    (:func:`resolve_num_classes`). A CUDA ``MODEL.DEVICE`` falls back to ``cpu`` when no GPU is
-    available.
-    """
-    cfg = get_cfg()
-    add_semask_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    resolve_num_classes(cfg)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger(__name__).warning("CUDA is not available: MODEL.DEVICE set to cpu")
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    return cfg
-
-
-def setup_cfg(args: argparse.Namespace) -> CfgNode:
-    """Build the config from command-line ``args`` (detectron2's argument parser), check it
-    (:func:`validate_config`: a :class:`ConfigError` names every bad key before anything is
-    written or loaded) and set up the run with detectron2's ``default_setup``: output folder,
-    loggers (``semask``'s too), environment report, ``config.yaml`` in the output folder, seeds."""
-    cfg = build_cfg(args.config_file, args.opts)
-    validate_config(cfg)
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="semask")
-    return cfg
