@@ -12,9 +12,9 @@ from detectron2.modeling import build_model
 
 from .checkpoint import SeMaskCheckpointer, WeightsError, resolve_weights
 from .data.image_io import as_bgr_uint8
+from .data.metadata import resolve_metadata
 from .engine.validation import validate_config
 from .upsample import upsampled_argmax
-from .visualization import resolve_metadata
 
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 

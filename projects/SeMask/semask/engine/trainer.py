@@ -137,4 +137,3 @@ class Trainer(DefaultTrainer):
         ]
         results = cls.test(cfg, SemanticSegmentorWithTTA(cfg, model), evaluators)
         return OrderedDict((f"{task}_TTA", value) for task, value in results.items())
-
