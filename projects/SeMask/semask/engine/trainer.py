@@ -16,6 +16,7 @@ from detectron2.data import (
 from detectron2.engine import (
     DefaultTrainer,
     HookBase,
+    SimpleTrainer,
     TrainerBase,
     create_ddp_model,
 )
@@ -36,28 +37,37 @@ from .bad_samples import BadSampleReport
 from .optim import build_optimizer
 
 
+def ddp_arguments(cfg: CfgNode) -> Dict[str, Any]:
+    """``DistributedDataParallel`` arguments for ``MODEL.DEVICE``: ``create_ddp_model``'s default
+    ``device_ids=[local rank]`` is for CUDA modules only; CPU modules (gloo) need ``None``."""
+    return {} if torch.device(cfg.MODEL.DEVICE).type == "cuda" else {"device_ids": None}
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer with SeMask's mapper, optimizer, poly LR schedule, evaluators, mixed
-    precision (``SOLVER.AMP``) and DDP on CPUs (gloo) as well as GPUs."""
+    precision (``SOLVER.AMP``) and DDP on CPUs (gloo) as well as GPUs.
+
+    ``__init__`` restates ``DefaultTrainer.__init__`` with three changes (the DDP arguments, the
+    step runner of :meth:`build_step_runner`, :class:`SeMaskCheckpointer`): detectron2 0.6 and its
+    main branch build all three inline, with no hook. Replacing them after
+    ``DefaultTrainer.__init__`` cannot work: its DDP wrapper fails for CPU modules, its
+    ``PeriodicCheckpointer`` hook keeps the checkpointer built there, and its ``SimpleTrainer``
+    already started iterating the data loader. ``tests/test_upstream_copies.py`` fails when
+    detectron2's ``__init__`` changes.
+    """
 
     def __init__(self, cfg: CfgNode) -> None:
+        # Restates DefaultTrainer.__init__ of detectron2 0.6 (same on main); see the docstring.
         TrainerBase.__init__(self)
-        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+        logger = logging.getLogger("detectron2")
+        if not logger.isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        device_type = torch.device(cfg.MODEL.DEVICE).type
-        ddp_kwargs = {} if device_type == "cuda" else {"device_ids": None}
-        model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
-        dtype = amp_dtype(cfg)
-        if dtype is None:
-            self._trainer = FiniteSimpleTrainer(model, data_loader, optimizer)
-        else:
-            self._trainer = MixedPrecisionTrainer(
-                model, data_loader, optimizer, dtype=dtype, device_type=device_type
-            )
+        model = create_ddp_model(model, broadcast_buffers=False, **ddp_arguments(cfg))
+        self._trainer = self.build_step_runner(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = SeMaskCheckpointer(
             model,
@@ -69,6 +79,21 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_step_runner(
+        cls, cfg: CfgNode, model: nn.Module, data_loader: Any, optimizer: torch.optim.Optimizer
+    ) -> SimpleTrainer:
+        """What runs one training step: :class:`MixedPrecisionTrainer` in the dtype of
+        ``SOLVER.AMP`` (:func:`amp_dtype`) when it is enabled, else :class:`FiniteSimpleTrainer`;
+        both stop on non-finite losses."""
+        dtype = amp_dtype(cfg)
+        if dtype is None:
+            return FiniteSimpleTrainer(model, data_loader, optimizer)
+        device_type = torch.device(cfg.MODEL.DEVICE).type
+        return MixedPrecisionTrainer(
+            model, data_loader, optimizer, dtype=dtype, device_type=device_type
+        )
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
