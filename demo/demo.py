@@ -32,13 +32,8 @@ import semask.data  # noqa: F401  (registers the data sets and their metadata)
 from semask.data import image_io
 from semask.engine import build_cfg
 from semask.predictor import SemanticPrediction, SeMaskPredictor
-from semask.visualization import (
-    draw_overlay,
-    draw_priors_figure,
-    save_image,
-    save_label_png,
-    side_by_side,
-)
+from semask.visualization import draw_overlay, draw_priors_figure, side_by_side
+from semask.writers import save_image, save_label_png
 
 logger = logging.getLogger("semask.demo")
 

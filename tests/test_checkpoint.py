@@ -8,8 +8,10 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from fvcore.common.checkpoint import PeriodicCheckpointer
 from torch import nn
 
+from semask import io
 from semask.checkpoint import (
     NonFiniteWeightsError,
     SeMaskCheckpointer,
@@ -168,9 +170,8 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
     checkpointer.save("model_final", iteration=7)
     saved = torch.load(tmp_path / "model_final.pth")
 
-    def crash_midway(obj, path):
-        with open(path, "wb") as f:
-            f.write(b"partial")
+    def crash_midway(obj, file):
+        file.write(b"partial")
         raise KeyboardInterrupt
 
     with torch.no_grad():
@@ -186,6 +187,37 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
     resumed = SeMaskCheckpointer(fresh, str(tmp_path)).resume_or_load("", resume=True)
     assert resumed["iteration"] == 7 and torch.equal(fresh.weight, saved["model"]["weight"])
     assert not left.exists() and f"Removed {left}" in log.text
+
+
+def test_checkpoints_and_their_tag_are_written_through_the_atomic_path_manager(
+    tmp_path, monkeypatch
+):
+    written = []
+    atomic_open = io.atomic_open
+
+    def recording_atomic_open(path, mode, **kwargs):
+        written.append((os.path.basename(path), mode))
+        return atomic_open(path, mode, **kwargs)
+
+    monkeypatch.setattr(io, "atomic_open", recording_atomic_open)
+    model = linear()
+    periodic = PeriodicCheckpointer(SeMaskCheckpointer(model, str(tmp_path)), 1, max_to_keep=2)
+    for iteration in range(3):
+        periodic.step(iteration)
+    assert written == [
+        (name, mode)
+        for iteration in range(3)
+        for name, mode in ((f"model_{iteration:07d}.pth", "wb"), ("last_checkpoint", "w"))
+    ]
+    # fvcore's pruning goes through the wrapped PathManager: only the newest two are kept.
+    assert sorted(os.listdir(tmp_path)) == [
+        "last_checkpoint",
+        "model_0000001.pth",
+        "model_0000002.pth",
+    ]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000002.pth"
+    loaded = torch.load(tmp_path / "model_0000002.pth")
+    assert loaded["iteration"] == 2 and torch.equal(loaded["model"]["weight"], model.weight)
 
 
 def three_checkpoints(folder):

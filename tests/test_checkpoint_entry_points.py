@@ -170,12 +170,13 @@ data_root, output_dir, marker = map(pathlib.Path, sys.argv[2:5])
 real_save = torch.save
 
 
-def stalling_save(obj, path, *args, **kwargs):
-    if "model_0000001" in str(path):  # the second checkpoint: die half way through it
-        pathlib.Path(path).write_bytes(b"PK half a checkpoint")
+def stalling_save(obj, file, *args, **kwargs):
+    if "model_0000001" in file.name:  # the second checkpoint: die half way through it
+        file.write(b"PK half a checkpoint")
+        file.flush()
         marker.touch()
         time.sleep(300)
-    real_save(obj, path, *args, **kwargs)
+    real_save(obj, file, *args, **kwargs)
 
 
 torch.save = stalling_save

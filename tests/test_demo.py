@@ -12,6 +12,7 @@ from conftest import semask_cfg
 from detectron2.data.catalog import Metadata
 from test_predictor import NUM_CLASSES, QUICKSTART_CONFIG, tiny_semask_weights
 
+from semask.data.metadata import resolve_metadata
 from semask.data.quickstart import make_sample
 from semask.engine import build_cfg
 from semask.predictor import SeMaskPredictor
@@ -20,7 +21,6 @@ from semask.visualization import (
     TITLE_HEIGHT,
     compose_panels,
     panel_tile_size,
-    resolve_metadata,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import torch
 from conftest import REPO_ROOT
 from detectron2.modeling import build_model
 
-from semask.engine.trainer import build_cfg
+from semask.engine import build_cfg
 from semask.export import (
     OPSET,
     ExportedSegmenter,

@@ -1,8 +1,15 @@
 """semask.io: outputs and checkpoints replace their previous version only when complete."""
 
 import pytest
+from detectron2.utils.file_io import PathManager
 
-from semask.io import atomic_path, is_partial_file, remove_partial_files
+from semask.io import (
+    AtomicWritePathManager,
+    atomic_open,
+    atomic_path,
+    is_partial_file,
+    remove_partial_files,
+)
 
 
 def test_atomic_path_replaces_on_success(tmp_path):
@@ -49,3 +56,63 @@ def test_temporaries_are_marked_and_removed_after_a_kill(tmp_path):
     assert remove_partial_files(tmp_path) == [left]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.pth", "sub"]
     assert remove_partial_files(tmp_path / "absent") == []
+
+
+def test_atomic_open_replaces_when_the_file_is_closed_and_keeps_the_old_one_on_failure(tmp_path):
+    target = tmp_path / "last_checkpoint"
+    target.write_text("model_0000001.pth")
+    with atomic_open(target, "w") as file:
+        file.write("model_0000002.pth")
+        file.flush()
+        assert target.read_text() == "model_0000001.pth"
+    assert target.read_text() == "model_0000002.pth"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_open(target, "wb") as file:
+            file.write(b"model_00")
+            raise KeyboardInterrupt
+    assert target.read_text() == "model_0000002.pth"
+    assert [p.name for p in tmp_path.iterdir()] == ["last_checkpoint"]
+
+
+class RecordingPathManager:
+    """Stands in for a PathManager with handlers for URLs: records what reaches it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def open(self, path, mode="r", buffering=-1, **kwargs):
+        self.calls.append(("open", path, mode))
+        return open(path, mode, buffering, **kwargs)
+
+    def ls(self, path):
+        self.calls.append(("ls", path))
+        return ["listed"]
+
+
+def test_the_path_manager_writes_local_files_atomically_and_leaves_the_rest_to_its_base(tmp_path):
+    manager = AtomicWritePathManager(PathManager)
+    target = tmp_path / "model.pth"
+    with manager.open(str(target), "wb") as file:
+        file.write(b"old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with manager.open(str(target), "wb") as file:
+            file.write(b"half")
+            raise RuntimeError("disk full")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.pth"]
+    with manager.open(str(target), "ab") as file:  # appending is not replacing
+        file.write(b"+more")
+    with manager.open(str(target), "rb") as file:
+        assert file.read() == b"old+more"
+    assert manager.exists(str(target)) and manager.ls(str(tmp_path)) == ["model.pth"]
+    recording = RecordingPathManager()
+    manager = AtomicWritePathManager(recording)
+    with pytest.raises(OSError):
+        manager.open("https://example.org/model.pth", "wb")
+    assert manager.ls("folder") == ["listed"]
+    with manager.open(str(target), "rb") as file:
+        assert file.read() == b"old+more"
+    assert recording.calls == [
+        ("open", "https://example.org/model.pth", "wb"),
+        ("ls", "folder"),
+        ("open", str(target), "rb"),
+    ]

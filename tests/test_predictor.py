@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from conftest import REPO_ROOT, semask_cfg
 from detectron2.config import CfgNode
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from test_checkpoint import write_malicious
 from torch import nn
 
 from semask import predictor as predictor_module
-from semask.checkpoint import WeightsError
+from semask.checkpoint import UnsafeCheckpointError, WeightsError
 from semask.engine import build_cfg
 from semask.predictor import SeMaskPredictor, as_bgr_uint8
 
@@ -188,6 +189,14 @@ def test_mismatched_weights_are_an_error(tmp_path):
     torch.save({"model": {"other.weight": torch.zeros(1)}}, tmp_path / "other_model.pth")
     with pytest.raises(WeightsError, match="missing classifier.weight"):
         SeMaskPredictor(contract_cfg(**{"MODEL.WEIGHTS": str(tmp_path / "other_model.pth")}))
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
+def test_weights_that_would_run_code_are_refused_without_running_it(tmp_path, suffix):
+    weights = write_malicious(tmp_path / f"evil{suffix}", tmp_path / "ran")
+    with pytest.raises(UnsafeCheckpointError, match=f"MODEL.WEIGHTS '{weights}': .*refused"):
+        SeMaskPredictor(contract_cfg(**{"MODEL.WEIGHTS": str(weights)}))
+    assert not (tmp_path / "ran").exists()
 
 
 def micro_cfg(reference_dir) -> CfgNode:

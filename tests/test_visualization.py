@@ -1,12 +1,8 @@
-"""Visualisation: metadata fallback, colour maps, overlays, prior panels, image and label files."""
+"""Visualisation: colour maps, overlays, region names, prior panels, figures and legends."""
 
-import logging
-
-import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 
 from semask import visualization
@@ -20,9 +16,6 @@ from semask.visualization import (
     draw_overlay,
     draw_priors_figure,
     prior_panels,
-    resolve_metadata,
-    save_image,
-    save_label_png,
     side_by_side,
 )
 
@@ -30,24 +23,6 @@ RED, GREEN, BLUE = [255, 0, 0], [0, 255, 0], [0, 0, 255]
 METADATA = Metadata(
     name="rgb", stuff_classes=["red", "green", "blue"], stuff_colors=[RED, GREEN, BLUE]
 )
-
-
-def test_resolve_metadata_uses_the_dataset_names_and_colours():
-    MetadataCatalog.get("vis_test_named").set(
-        stuff_classes=["sky", "road"], stuff_colors=[RED, BLUE]
-    )
-    metadata = resolve_metadata("vis_test_named", 2)
-    assert metadata.stuff_classes == ["sky", "road"] and metadata.stuff_colors == [RED, BLUE]
-
-
-def test_resolve_metadata_fills_in_what_the_dataset_lacks(caplog):
-    MetadataCatalog.get("vis_test_partial").set(stuff_classes=["sky"])
-    with caplog.at_level(logging.WARNING):
-        metadata = resolve_metadata("vis_test_partial", 3)
-    assert metadata.stuff_classes == ["sky", "class 1", "class 2"]
-    assert metadata.stuff_colors == palette(3)
-    assert "names 1 of 3 classes" in caplog.text and "colours for 0 of 3" in caplog.text
-    assert MetadataCatalog.get("vis_test_partial").stuff_classes == ["sky"]
 
 
 def test_generated_colors_are_distinct_and_stable():
@@ -170,24 +145,6 @@ def test_priors_figure_is_the_panel_grid_over_a_legend_of_the_classes_shown():
     assert np.array_equal(figure[: grid.shape[0]], grid)
     legend = figure[grid.shape[0] :]
     assert np.array_equal(legend, draw_legend([0, 1, 2], METADATA, grid.shape[1]))
-
-
-def test_saved_images_and_labels_read_back(tmp_path):
-    image = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
-    save_image(tmp_path / "image.png", image)
-    assert np.array_equal(cv2.imread(str(tmp_path / "image.png"))[:, :, ::-1], image)
-    labels = torch.randint(0, 150, (6, 7))
-    save_label_png(tmp_path / "labels.png", labels)
-    read = cv2.imread(str(tmp_path / "labels.png"), cv2.IMREAD_UNCHANGED)
-    assert read.dtype == np.uint8 and np.array_equal(read, labels.numpy())
-    many = np.array([[0, 300], [1000, 5]])
-    save_label_png(tmp_path / "many.png", many)
-    read = cv2.imread(str(tmp_path / "many.png"), cv2.IMREAD_UNCHANGED)
-    assert read.dtype == np.uint16 and np.array_equal(read, many)
-    with pytest.raises(ValueError, match="bad.png"):
-        save_label_png(tmp_path / "bad.png", np.array([[-1, 0]]))
-    with pytest.raises(OSError, match="cannot write .*missing_dir/x.png"):
-        save_image(tmp_path / "missing_dir" / "x.png", image)
 
 
 def test_large_overlays_are_blended_with_numpy_and_named(monkeypatch):

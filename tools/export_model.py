@@ -22,7 +22,7 @@ import semask  # noqa: F401  (first: applies semask.compat before detectron2 is 
 import torch
 from detectron2.utils.logger import setup_logger
 
-from semask.engine.trainer import build_cfg
+from semask.engine import build_cfg
 from semask.export import (
     ExportedSegmenter,
     SemanticScores,

@@ -33,7 +33,8 @@ from semask.curves import CURVES_FILE
 from semask.data.quickstart import generate, is_generated
 from semask.engine import Trainer, launch, setup_cfg
 from semask.io import atomic_path
-from semask.visualization import draw_overlay, save_image, side_by_side
+from semask.visualization import draw_overlay, side_by_side
+from semask.writers import save_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart" / "semask_swin_mask2former_quickstart.yaml"

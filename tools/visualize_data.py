@@ -27,8 +27,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import convert_image_to_rgb
 
 from semask.data.mapper import read_labelled_sample
+from semask.data.metadata import resolve_metadata
 from semask.engine import Trainer, build_cfg, validate_config
-from semask.visualization import draw_labelled, resolve_metadata, save_image
+from semask.visualization import draw_labelled
+from semask.writers import save_image
 
 Sample = Tuple[str, np.ndarray, np.ndarray]
 

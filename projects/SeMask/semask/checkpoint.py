@@ -22,7 +22,7 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as _save_safetensors_file
 from torch import nn
 
-from .io import atomic_path, remove_partial_files
+from .io import AtomicWritePathManager, atomic_path, remove_partial_files
 from .modeling.heads.semantic_fpn_convert import convert_semask_fpn_mmseg, is_mmseg_semask_fpn
 
 logger = logging.getLogger(__name__)
@@ -184,7 +184,8 @@ def _checkpoint_order(path: str) -> Tuple[float, float]:
 
 class SeMaskCheckpointer(DetectionCheckpointer):
     """detectron2's checkpointer reading files with :func:`load_checkpoint_file` only, writing them
-    atomically, never writing non-finite weights, and resuming from the newest usable checkpoint.
+    atomically (its ``path_manager`` is an :class:`AtomicWritePathManager`), never writing
+    non-finite weights, and resuming from the newest usable checkpoint.
 
     ``strict``: a checkpoint that leaves model parameters unloaded or mis-shaped is an error
     (:class:`WeightsError` listing the first keys with shapes and the count); otherwise they are
@@ -203,6 +204,7 @@ class SeMaskCheckpointer(DetectionCheckpointer):
         **checkpointables: Any,
     ) -> None:
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.path_manager = AtomicWritePathManager(self.path_manager)
         self.logger = logger
         self.strict = strict
         self.allow_unsafe_pickle = allow_unsafe_pickle
@@ -268,32 +270,21 @@ class SeMaskCheckpointer(DetectionCheckpointer):
         return incompatible
 
     def save(self, name: str, **kwargs: Any) -> None:
-        """Write ``<save_dir>/<name>.pth`` and tag it, both atomically; raise
-        :class:`NonFiniteWeightsError` (a ``FloatingPointError``), writing nothing, if a model
-        weight holds NaN/inf."""
-        if not self.save_dir or not self.save_to_disk:
-            return
-        save_file = os.path.join(self.save_dir, f"{name}.pth")
-        state = self.model.state_dict()
-        non_finite = first_non_finite(state)
+        """fvcore's save, writing ``<save_dir>/<name>.pth`` and the ``last_checkpoint`` tag
+        atomically (through ``path_manager``); raises :class:`NonFiniteWeightsError` (a
+        ``FloatingPointError``), writing nothing, if a model weight holds NaN/inf."""
+        if self.save_dir and self.save_to_disk:
+            self._refuse_non_finite(os.path.join(self.save_dir, f"{name}.pth"))
+        super().save(name, **kwargs)
+
+    def _refuse_non_finite(self, save_file: str) -> None:
+        non_finite = first_non_finite(self.model.state_dict())
         if non_finite is not None:
             raise NonFiniteWeightsError(
                 f"not saving {save_file}: weight {non_finite[0]} holds NaN/inf "
                 f"({non_finite[1]} tensors do); {self.get_checkpoint_file() or 'no checkpoint'} "
                 "stays the last checkpoint"
             )
-        # The rest follows fvcore 0.1.5 Checkpointer.save, writing through atomic_path.
-        data = {"model": state}
-        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
-        data.update(kwargs)
-        self.logger.info(f"Saving checkpoint to {save_file}")
-        with atomic_path(save_file) as tmp:
-            torch.save(data, tmp)
-        self.tag_last_checkpoint(os.path.basename(save_file))
-
-    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        with atomic_path(os.path.join(self.save_dir, "last_checkpoint")) as tmp:
-            tmp.write_text(last_filename_basename)
 
     def resume_candidates(self) -> List[str]:
         """Checkpoints of ``save_dir`` to resume from, best first: the one ``last_checkpoint``

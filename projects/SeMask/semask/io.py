@@ -1,10 +1,14 @@
-"""Atomic file writes: a crash or a reader never sees a half-written output or checkpoint."""
+"""Atomic file writes: a crash or a reader never sees a half-written output or checkpoint.
+
+:func:`atomic_path` gives a temporary to write to; :func:`atomic_open` opens it as a file;
+:class:`AtomicWritePathManager` makes every ``open(path, "w"/"wb")`` of a PathManager atomic.
+"""
 
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Union
+from typing import IO, Any, Iterator, List, Union
 
 # Marks the temporaries of atomic_path: hidden ".<name>.<random>.partial<suffix>" files.
 PARTIAL_MARKER = ".partial"
@@ -40,6 +44,31 @@ def atomic_path(path: Union[str, os.PathLike]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_open(path: Union[str, os.PathLike], mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """``open(path, mode, **kwargs)`` for writing, through :func:`atomic_path`: the file is
+    written as a temporary that replaces ``path`` once the block succeeds and is closed."""
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as file:
+        yield file
+
+
+class AtomicWritePathManager:
+    """An iopath PathManager whose ``open`` of a local file for writing (a mode with ``w``)
+    is :func:`atomic_open`; every other call (reads, appends, URLs, ``ls``, ``rm``, ...) goes to
+    the wrapped manager ``base``. Use its ``open`` in a ``with`` block."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs: Any) -> Any:
+        if "w" in mode and "://" not in str(path):
+            return atomic_open(path, mode, buffering=buffering, **kwargs)
+        return self.base.open(path, mode, buffering, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
 
 
 def is_partial_file(path: Union[str, os.PathLike]) -> bool:

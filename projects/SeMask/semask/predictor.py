@@ -1,4 +1,5 @@
-"""Inference on images: :class:`SeMaskPredictor`, built on detectron2's ``DefaultPredictor``."""
+"""Inference on images: :class:`SeMaskPredictor`, with the interface of detectron2's
+``DefaultPredictor``."""
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -7,14 +8,13 @@ import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import transforms as T
-from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 
 from .checkpoint import SeMaskCheckpointer, WeightsError, resolve_weights
 from .data.image_io import as_bgr_uint8
+from .data.metadata import resolve_metadata
 from .engine.validation import validate_config
 from .upsample import upsampled_argmax
-from .visualization import resolve_metadata
 
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 
@@ -43,10 +43,15 @@ class SemanticPrediction:
     stage_priors: Dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class SeMaskPredictor(DefaultPredictor):
+# Not a DefaultPredictor: its __init__ (detectron2 0.6 and main) has no hook for strict, safe loads.
+class SeMaskPredictor:
     """Build the model of ``cfg``, load ``MODEL.WEIGHTS`` strictly (unless
     ``TEST.ALLOW_PARTIAL_WEIGHTS``) and safely, and segment single images.
 
+    It has ``DefaultPredictor``'s attributes (``cfg``, ``model``, ``metadata``, ``aug``,
+    ``input_format``) and call without deriving from it: ``DefaultPredictor.__init__`` builds the
+    model before ``MODEL.WEIGHTS`` is checked and loads it with a non-strict
+    ``DetectionCheckpointer`` that unpickles ``.pkl`` files fully, and nothing else of it is used.
     ``predictor(image_bgr)`` returns the model's raw output dict as ``DefaultPredictor`` does;
     :meth:`predict` accepts any image layout :func:`as_bgr_uint8` does and returns a
     :class:`SemanticPrediction`. With ``return_priors`` the model is built with

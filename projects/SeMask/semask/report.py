@@ -24,6 +24,7 @@ import torch
 from detectron2.utils import comm
 
 from .data.image_io import read_image
+from .data.metadata import resolve_metadata
 from .evaluation import SemSegEvaluator
 from .io import atomic_path
 from .report_figures import (
@@ -34,7 +35,8 @@ from .report_figures import (
     plot_top_confusions,
     top_confusions,
 )
-from .visualization import draw_labelled, resolve_metadata, save_image
+from .visualization import draw_labelled
+from .writers import save_image
 
 logger = logging.getLogger(__name__)
 

@@ -1,26 +1,18 @@
 """Pictures of semantic segmentation results and of SeMask's per-stage semantic priors.
 
 Every function is pure: it takes RGB ``uint8`` images ``[H, W, 3]``, label maps ``[H, W]`` and score
-or prior tensors ``[K, h, w]`` and returns a new RGB image, except the two ``save_*`` writers.
-Class names and colours come from a dataset's ``stuff_classes`` / ``stuff_colors`` metadata
-(see :func:`resolve_metadata`).
+or prior tensors ``[K, h, w]`` and returns a new RGB image. Class names and colours come from a
+dataset's ``stuff_classes`` / ``stuff_colors`` metadata
+(:func:`semask.data.metadata.resolve_metadata`); :mod:`semask.writers` writes pictures to files.
 """
 
-import logging
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
-from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.utils.visualizer import ColorMode, Visualizer
-
-from .data.builtin import palette
-from .io import atomic_path
-
-logger = logging.getLogger(__name__)
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 Panel = Tuple[str, np.ndarray]
@@ -35,35 +27,6 @@ LEGEND_SCALE = 0.45
 VISUALIZER_MAX_PIXELS = 1 << 21
 BLEND_ROWS = 256
 NAME_GRID = 256
-
-
-def resolve_metadata(dataset_name: Optional[str], num_classes: int) -> Metadata:
-    """Class names and colours for ``num_classes`` classes from ``dataset_name``'s metadata.
-
-    Names or colours that the dataset lacks (no dataset, no ``stuff_classes``/``stuff_colors``, or
-    fewer entries than ``num_classes``) are generated, with a warning. The catalog is not modified.
-    """
-    source = MetadataCatalog.get(dataset_name) if dataset_name else Metadata()
-    classes = list(source.get("stuff_classes", None) or [])
-    colors = [list(color) for color in (source.get("stuff_colors", None) or [])]
-    if len(classes) > num_classes:
-        logger.warning(
-            f"dataset {dataset_name!r} names {len(classes)} classes, "
-            f"the model predicts {num_classes}"
-        )
-    if len(classes) < num_classes:
-        logger.warning(
-            f"dataset {dataset_name!r} names {len(classes)} of {num_classes} classes; "
-            "the others are called 'class <id>'"
-        )
-        classes += [f"class {i}" for i in range(len(classes), num_classes)]
-    if len(colors) < num_classes:
-        logger.warning(
-            f"dataset {dataset_name!r} has colours for {len(colors)} of {num_classes} classes; "
-            "the others are generated"
-        )
-        colors += palette(num_classes)[len(colors) :]
-    return Metadata(name=dataset_name or "N/A", stuff_classes=classes, stuff_colors=colors)
 
 
 def _to_numpy(array: ArrayLike) -> np.ndarray:
@@ -315,26 +278,6 @@ def draw_legend(
             cv2.LINE_AA,
         )
     return strip
-
-
-def save_image(path: Union[str, Path], image: np.ndarray) -> None:
-    """Write an RGB ``image`` [H, W, 3] uint8 to ``path`` (format from the suffix)."""
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), np.ascontiguousarray(image[:, :, ::-1])):
-            raise OSError(f"could not write image file {path}")
-
-
-def save_label_png(path: Union[str, Path], labels: ArrayLike) -> None:
-    """Write a label map [H, W] as a one-channel PNG (8-bit; 16-bit if a label exceeds 255)."""
-    labels = _to_numpy(labels)
-    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.uint16).max):
-        raise ValueError(
-            f"labels for {path} must lie in [0, 65535], got {labels.min()}..{labels.max()}"
-        )
-    dtype = np.uint8 if labels.size == 0 or labels.max() <= 255 else np.uint16
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), labels.astype(dtype)):
-            raise OSError(f"could not write label file {path}")
 
 
 def draw_labelled(

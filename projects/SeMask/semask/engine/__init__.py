@@ -1,10 +1,11 @@
-"""Training and evaluation: the SeMask trainer, its optimizer, training steps, config checks and
-launch."""
+"""Training and evaluation: the SeMask trainer, its optimizer, training steps, the run's config
+(construction and checks) and launch."""
 
 from .amp import FiniteSimpleTrainer, MixedPrecisionTrainer, amp_dtype
 from .launch import launch
 from .optim import build_optimizer, build_param_groups, with_full_model_clipping
-from .trainer import Trainer, build_cfg, setup_cfg
+from .setup import build_cfg, setup_cfg
+from .trainer import Trainer
 from .validation import ConfigError, validate_config
 
 __all__ = [

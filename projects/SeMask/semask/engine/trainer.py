@@ -1,6 +1,5 @@
-"""The SeMask trainer: detectron2's DefaultTrainer with the official recipe, and ``setup_cfg``."""
+"""The SeMask trainer: detectron2's DefaultTrainer with the official recipe."""
 
-import argparse
 import logging
 import os
 import weakref
@@ -8,7 +7,7 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 
 import torch
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.data import (
     MetadataCatalog,
     build_detection_test_loader,
@@ -17,9 +16,9 @@ from detectron2.data import (
 from detectron2.engine import (
     DefaultTrainer,
     HookBase,
+    SimpleTrainer,
     TrainerBase,
     create_ddp_model,
-    default_setup,
 )
 from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
 from detectron2.projects.deeplab import build_lr_scheduler
@@ -27,7 +26,6 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch import nn
 
-from .. import add_semask_config
 from ..checkpoint import SeMaskCheckpointer
 from ..curves import TrainingCurvesHook
 from ..data import MaskFormerSemanticDatasetMapper, SemanticEvalMapper, training_bad_samples
@@ -36,33 +34,40 @@ from ..modeling.meta_arch import SemanticSegmentorWithTTA
 from ..report import SemSegReportEvaluator
 from .amp import FiniteSimpleTrainer, MixedPrecisionTrainer, amp_dtype
 from .bad_samples import BadSampleReport
-from .num_classes import resolve_num_classes
 from .optim import build_optimizer
-from .validation import validate_config
+
+
+def ddp_arguments(cfg: CfgNode) -> Dict[str, Any]:
+    """``DistributedDataParallel`` arguments for ``MODEL.DEVICE``: ``create_ddp_model``'s default
+    ``device_ids=[local rank]`` is for CUDA modules only; CPU modules (gloo) need ``None``."""
+    return {} if torch.device(cfg.MODEL.DEVICE).type == "cuda" else {"device_ids": None}
 
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer with SeMask's mapper, optimizer, poly LR schedule, evaluators, mixed
-    precision (``SOLVER.AMP``) and DDP on CPUs (gloo) as well as GPUs."""
+    precision (``SOLVER.AMP``) and DDP on CPUs (gloo) as well as GPUs.
+
+    ``__init__`` restates ``DefaultTrainer.__init__`` with three changes (the DDP arguments, the
+    step runner of :meth:`build_step_runner`, :class:`SeMaskCheckpointer`): detectron2 0.6 and its
+    main branch build all three inline, with no hook. Replacing them after
+    ``DefaultTrainer.__init__`` cannot work: its DDP wrapper fails for CPU modules, its
+    ``PeriodicCheckpointer`` hook keeps the checkpointer built there, and its ``SimpleTrainer``
+    already started iterating the data loader. ``tests/test_upstream_copies.py`` fails when
+    detectron2's ``__init__`` changes.
+    """
 
     def __init__(self, cfg: CfgNode) -> None:
+        # Restates DefaultTrainer.__init__ of detectron2 0.6 (same on main); see the docstring.
         TrainerBase.__init__(self)
-        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+        logger = logging.getLogger("detectron2")
+        if not logger.isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        device_type = torch.device(cfg.MODEL.DEVICE).type
-        ddp_kwargs = {} if device_type == "cuda" else {"device_ids": None}
-        model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
-        dtype = amp_dtype(cfg)
-        if dtype is None:
-            self._trainer = FiniteSimpleTrainer(model, data_loader, optimizer)
-        else:
-            self._trainer = MixedPrecisionTrainer(
-                model, data_loader, optimizer, dtype=dtype, device_type=device_type
-            )
+        model = create_ddp_model(model, broadcast_buffers=False, **ddp_arguments(cfg))
+        self._trainer = self.build_step_runner(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = SeMaskCheckpointer(
             model,
@@ -74,6 +79,21 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_step_runner(
+        cls, cfg: CfgNode, model: nn.Module, data_loader: Any, optimizer: torch.optim.Optimizer
+    ) -> SimpleTrainer:
+        """What runs one training step: :class:`MixedPrecisionTrainer` in the dtype of
+        ``SOLVER.AMP`` (:func:`amp_dtype`) when it is enabled, else :class:`FiniteSimpleTrainer`;
+        both stop on non-finite losses."""
+        dtype = amp_dtype(cfg)
+        if dtype is None:
+            return FiniteSimpleTrainer(model, data_loader, optimizer)
+        device_type = torch.device(cfg.MODEL.DEVICE).type
+        return MixedPrecisionTrainer(
+            model, data_loader, optimizer, dtype=dtype, device_type=device_type
+        )
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
@@ -142,34 +162,3 @@ class Trainer(DefaultTrainer):
         ]
         results = cls.test(cfg, SemanticSegmentorWithTTA(cfg, model), evaluators)
         return OrderedDict((f"{task}_TTA", value) for task, value in results.items())
-
-
-def build_cfg(config_file: str, opts: List[str]) -> CfgNode:
-    """A frozen config: detectron2 defaults + SeMask keys + ``config_file`` + ``opts``.
-
-    ``MODEL.SEM_SEG_HEAD.NUM_CLASSES 0`` becomes the training set's class count
-    (:func:`resolve_num_classes`). A CUDA ``MODEL.DEVICE`` falls back to ``cpu`` when no GPU is
-    available.
-    """
-    cfg = get_cfg()
-    add_semask_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    resolve_num_classes(cfg)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger(__name__).warning("CUDA is not available: MODEL.DEVICE set to cpu")
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    return cfg
-
-
-def setup_cfg(args: argparse.Namespace) -> CfgNode:
-    """Build the config from command-line ``args`` (detectron2's argument parser), check it
-    (:func:`validate_config`: a :class:`ConfigError` names every bad key before anything is
-    written or loaded) and set up the run with detectron2's ``default_setup``: output folder,
-    loggers (``semask``'s too), environment report, ``config.yaml`` in the output folder, seeds."""
-    cfg = build_cfg(args.config_file, args.opts)
-    validate_config(cfg)
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="semask")
-    return cfg
