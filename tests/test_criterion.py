@@ -7,9 +7,10 @@ import torch
 from conftest import semask_cfg
 
 from semask.data.targets import sem_seg_to_masks
-from semask.modeling.criterion import SetCriterion, ignore_aware_cross_entropy, loss_cate
+from semask.modeling.criterion import SetCriterion, ignore_aware_cross_entropy
 from semask.modeling.matcher import HungarianMatcher
 from semask.modeling.meta_arch.semask_maskformer import build_criterion
+from semask.modeling.semantic_prior import CriterionPriorLoss
 
 NUM_CLASSES = 4
 
@@ -29,7 +30,7 @@ def _criterion(weight_dict, num_points=200, mask_loss="sigmoid_ce"):
         num_points=num_points,
         oversample_ratio=3.0,
         importance_sample_ratio=0.75,
-        extra_losses={"loss_cate": loss_cate},
+        extra_losses={"loss_cate": CriterionPriorLoss(255)},
     )
 
 

@@ -1,15 +1,13 @@
-"""Post-processing: semantic, panoptic and instance outputs, prior outputs, input padding."""
+"""Post-processing: semantic, panoptic and instance outputs, input padding."""
 
 import pytest
 import torch
-from detectron2.layers import ShapeSpec
 
 from semask.modeling.meta_arch.inference import (
     instance_inference,
     normalize_and_pad,
     pad_sem_seg,
     panoptic_inference,
-    prior_outputs,
     semantic_inference,
 )
 
@@ -99,21 +97,6 @@ def test_instance_inference_topk_boxes_and_things():
     assert result.pred_masks.shape == (2, 8, 8) and (result.scores > 0.99).all()
     things = instance_inference(cls, torch.stack([left, right]), topk=2, thing_ids={2})
     assert things.pred_classes.tolist() == [2]
-
-
-def test_prior_outputs_crop_to_image_region():
-    features = {
-        "res2": torch.randn(2, 8, 16, 20),
-        "prior_res2": torch.randn(2, K, 16, 20),
-        "prior_res5": torch.randn(2, K, 2, 3),
-    }
-    shapes = {"prior_res2": ShapeSpec(channels=K, stride=4), "prior_res5": ShapeSpec(K, stride=32)}
-    sem_prior = torch.randn(K, 64, 80)
-    out = prior_outputs(sem_prior, features, shapes, 1, (50, 70), 100, 140)
-    assert set(out["stage_priors"]) == {"res2", "res5"}
-    torch.testing.assert_close(out["stage_priors"]["res2"], features["prior_res2"][1, :, :13, :18])
-    assert out["stage_priors"]["res5"].shape == (K, 2, 3)
-    assert out["sem_prior"].shape == (K, 100, 140)
 
 
 def test_normalize_and_pad():

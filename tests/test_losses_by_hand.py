@@ -13,15 +13,10 @@ import torch
 from conftest import semask_cfg
 
 import semask.modeling.criterion as criterion_module
-from semask.modeling.criterion import (
-    SetCriterion,
-    dice_loss,
-    focal_loss,
-    loss_cate,
-    sigmoid_ce_loss,
-)
+from semask.modeling.criterion import SetCriterion, dice_loss, focal_loss, sigmoid_ce_loss
 from semask.modeling.matcher import HungarianMatcher
 from semask.modeling.meta_arch.semask_maskformer import build_criterion
+from semask.modeling.semantic_prior import CriterionPriorLoss
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 # (x, y) centres of the pixels of a 2 x 2 grid, in point_sample's [0, 1] coordinates
@@ -117,7 +112,8 @@ def test_prior_loss_averages_over_labelled_pixels_of_the_whole_batch():
     sem_seg = torch.tensor([[[0, 255], [255, 255]], [[1, 0], [1, 255]]])
     targets = [{"sem_seg": s} for s in sem_seg]
     expected = (math.log(4 / 3) + 3 * LN2) / 4  # not the mean of the per-image means
-    assert loss_cate({"sem_pred": sem_pred}, targets).item() == pytest.approx(expected, rel=1e-6)
+    loss = CriterionPriorLoss(255)({"sem_pred": sem_pred}, targets)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def _planted_outputs(swap: bool):
@@ -164,7 +160,7 @@ def test_criterion_forward_by_hand(centre_points):
         num_points=4,
         oversample_ratio=3.0,
         importance_sample_ratio=0.75,
-        extra_losses={"loss_cate": loss_cate},
+        extra_losses={"loss_cate": CriterionPriorLoss(255)},
     )
     outputs = _planted_outputs(swap=False)
     outputs["aux_outputs"] = [_planted_outputs(swap=True)]

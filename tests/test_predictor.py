@@ -16,6 +16,7 @@ from torch import nn
 from semask import predictor as predictor_module
 from semask.checkpoint import UnsafeCheckpointError, WeightsError
 from semask.engine import build_cfg
+from semask.modeling.semantic_prior import prior_settings
 from semask.predictor import SeMaskPredictor, as_bgr_uint8
 
 NUM_CLASSES = 3
@@ -36,7 +37,7 @@ class ContractTestSegmenter(nn.Module):
             self.classifier.weight.zero_()
             self.classifier.weight[:3, :, 0, 0] = torch.eye(3)[: cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES]
             self.classifier.bias.zero_()
-        self.return_prior = cfg.MODEL.MASK_FORMER.TEST.RETURN_PRIOR
+        self.return_prior = prior_settings(cfg).return_prior
 
     @property
     def device(self) -> torch.device:

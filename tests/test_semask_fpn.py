@@ -9,7 +9,8 @@ from detectron2.modeling import build_model, build_sem_seg_head
 from torch import nn
 
 from semask.modeling.criterion import ignore_aware_cross_entropy
-from semask.modeling.heads import SeMaskFPNHead, aggregate_priors
+from semask.modeling.heads import SeMaskFPNHead
+from semask.modeling.semantic_prior import aggregate_priors
 
 K = 5
 
@@ -96,10 +97,12 @@ def test_head_inference_and_losses_on_fake_features():
 
 
 @pytest.mark.parametrize("weight", [0.4, 1.5])
-def test_cate_weight_key_weighs_the_prior_loss(weight):
-    """MODEL.MASK_FORMER.CATE_WEIGHT weighs loss_cate in SeMask-FPN as it does in Mask2Former."""
+@pytest.mark.parametrize("key", ["MODEL.SEMASK.CATE_WEIGHT", "MODEL.MASK_FORMER.CATE_WEIGHT"])
+def test_cate_weight_key_weighs_the_prior_loss(key, weight):
+    """MODEL.SEMASK.CATE_WEIGHT (or its published spelling) weighs loss_cate in SeMask-FPN as it
+    does in Mask2Former."""
     cfg = tiny_fpn_cfg()
-    cfg.MODEL.MASK_FORMER.CATE_WEIGHT = weight
+    cfg.merge_from_list([key, str(weight)])
     shapes = _fake_shapes()
     head = build_sem_seg_head(cfg, shapes).train()
     features = _fake_features(shapes)

@@ -71,6 +71,18 @@ def _add_semask_node(cfg: CN) -> None:
     # others attend globally. Published forks differ: SeMask-Mask2Former/FAPN [0, 1],
     # SeMask-MaskFormer [0, 1, 2], SeMask-FPN per model (README, Configs).
     cfg.MODEL.SEMASK.WINDOWED_STAGES = [0, 1]
+    # The four keys below default to None, "not set": set, they win over their published
+    # spellings (MODEL.SWIN/MIT.NUM_SEM_BLOCKS and SEM_WINDOW_SIZE of the backbone in use,
+    # MODEL.MASK_FORMER.CATE_WEIGHT and TEST.RETURN_PRIOR), which are read otherwise; a conflict
+    # is logged as a WARNING (semask.modeling.semantic_prior.settings).
+    # SemanticAttention blocks per stage (0: no semantic layers and no priors).
+    cfg.MODEL.SEMASK.NUM_SEM_BLOCKS = None
+    # Window side of the semantic attention in the WINDOWED_STAGES.
+    cfg.MODEL.SEMASK.SEM_WINDOW_SIZE = None
+    # Weight of the semantic-prior cross-entropy (loss_cate) in every SeMask model; 0: no loss.
+    cfg.MODEL.SEMASK.CATE_WEIGHT = None
+    # Inference also returns the aggregated prior "sem_prior" and the raw "stage_priors".
+    cfg.MODEL.SEMASK.RETURN_PRIOR = None
 
 
 def _add_swin_config(cfg: CN) -> None:
@@ -107,9 +119,9 @@ def _add_swin_config(cfg: CN) -> None:
     cfg.MODEL.SWIN.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     # Gradient checkpointing of the Swin blocks (saves memory, costs time).
     cfg.MODEL.SWIN.USE_CHECKPOINT = False
-    # Window side of the semantic attention in the two high-resolution stages.
+    # Published spellings of MODEL.SEMASK.SEM_WINDOW_SIZE and NUM_SEM_BLOCKS (read when those are
+    # not set), kept so published YAMLs merge.
     cfg.MODEL.SWIN.SEM_WINDOW_SIZE = 7
-    # SemanticAttention blocks per stage (0: plain Swin without semantic layers).
     cfg.MODEL.SWIN.NUM_SEM_BLOCKS = 1
     # Stages frozen from the start: -1 none, 0 patch embedding, k >= 2 also stages 1..k-1.
     cfg.MODEL.SWIN.FROZEN_STAGES = -1
@@ -137,9 +149,9 @@ def _add_mit_config(cfg: CN) -> None:
     cfg.MODEL.MIT.DROP_PATH_RATE = 0.1
     # Stage outputs to return.
     cfg.MODEL.MIT.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-    # Window side of the semantic attention in the two high-resolution stages.
+    # Published spellings of MODEL.SEMASK.SEM_WINDOW_SIZE and NUM_SEM_BLOCKS (read when those are
+    # not set), kept so published YAMLs merge.
     cfg.MODEL.MIT.SEM_WINDOW_SIZE = 7
-    # SemanticAttention blocks per stage (0: plain MiT).
     cfg.MODEL.MIT.NUM_SEM_BLOCKS = 1
 
 
@@ -153,8 +165,8 @@ def _add_mask_former_config(cfg: CN) -> None:
     cfg.MODEL.MASK_FORMER.CLASS_WEIGHT = 1.0
     cfg.MODEL.MASK_FORMER.DICE_WEIGHT = 1.0
     cfg.MODEL.MASK_FORMER.MASK_WEIGHT = 20.0
-    # Weight of the semantic-prior cross-entropy (loss_cate) on the semantic decoder output, for
-    # every SeMask model (SeMask-FPN included); 0 turns the prior loss off.
+    # Published spelling of MODEL.SEMASK.CATE_WEIGHT (read when that is not set), kept so
+    # published YAMLs merge.
     cfg.MODEL.MASK_FORMER.CATE_WEIGHT = 0.4
     # Transformer decoder width, heads, dropout, FFN width, encoder/decoder depth, pre-norm.
     cfg.MODEL.MASK_FORMER.NHEADS = 8
@@ -179,7 +191,8 @@ def _add_mask_former_config(cfg: CN) -> None:
     cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.0
     cfg.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.0
     cfg.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
-    # Also return the aggregated semantic prior map ("sem_prior") at inference.
+    # Published spelling of MODEL.SEMASK.RETURN_PRIOR (read when that is not set), kept so
+    # published YAMLs merge.
     cfg.MODEL.MASK_FORMER.TEST.RETURN_PRIOR = False
     # Padding multiple of the batched input (the backbone's own divisibility if larger).
     cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = 32
@@ -207,8 +220,8 @@ def _add_sem_seg_head_config(cfg: CN) -> None:
     # Read by nothing; kept so published configs merge. The deformable encoder, as in the
     # official code, takes its heads from MODEL.MASK_FORMER.NHEADS.
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
-    # SeMask-FPN head: dropout before the 1x1 classifier (MODEL.MASK_FORMER.CATE_WEIGHT weighs
-    # its prior loss).
+    # SeMask-FPN head: dropout before the 1x1 classifier (MODEL.SEMASK.CATE_WEIGHT weighs its
+    # prior loss).
     cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1
 
 

@@ -14,14 +14,8 @@ from .checkpoint import SeMaskCheckpointer, WeightsError, resolve_weights
 from .data.image_io import as_bgr_uint8
 from .data.metadata import resolve_metadata
 from .engine.validation import validate_config
+from .modeling.semantic_prior import declares_priors, read_prior_outputs
 from .upsample import upsampled_argmax
-
-STAGE_NAMES = ("res2", "res3", "res4", "res5")
-
-
-def _declares_priors(backbone: torch.nn.Module) -> bool:
-    """Whether a backbone's ``output_shape()`` lists semantic priors (``prior_res2``..)."""
-    return any(name.startswith("prior_") for name in backbone.output_shape())
 
 
 @dataclass
@@ -55,13 +49,13 @@ class SeMaskPredictor:
     ``predictor(image_bgr)`` returns the model's raw output dict as ``DefaultPredictor`` does;
     :meth:`predict` accepts any image layout :func:`as_bgr_uint8` does and returns a
     :class:`SemanticPrediction`. With ``return_priors`` the model is built with
-    ``MODEL.MASK_FORMER.TEST.RETURN_PRIOR True`` so that predictions carry SeMask's priors.
+    ``MODEL.SEMASK.RETURN_PRIOR True`` so that predictions carry SeMask's priors.
     """
 
     def __init__(self, cfg: CfgNode, return_priors: bool = False) -> None:
         self.cfg = cfg.clone()
         self.cfg.defrost()
-        self.cfg.MODEL.MASK_FORMER.TEST.RETURN_PRIOR = return_priors
+        self.cfg.MODEL.SEMASK.RETURN_PRIOR = return_priors
         self.cfg.freeze()
         self.return_priors = return_priors
         self.input_format = self.cfg.INPUT.FORMAT
@@ -72,7 +66,7 @@ class SeMaskPredictor:
         self.model = build_model(self.cfg)
         self.model.eval()
         backbone = getattr(self.model, "backbone", None)
-        if return_priors and backbone is not None and not _declares_priors(backbone):
+        if return_priors and backbone is not None and not declares_priors(backbone.output_shape()):
             raise ValueError(
                 f"priors were asked for, but backbone {type(backbone).__name__} has no semantic "
                 "layers (NUM_SEM_BLOCKS 0?) and so no priors"
@@ -154,16 +148,7 @@ class SeMaskPredictor:
             scores=scores, labels=upsampled_argmax(scores, height, width)
         )
         if self.return_priors:
-            if "sem_prior" not in output or "stage_priors" not in output:
-                raise KeyError(
-                    f"{self.cfg.MODEL.META_ARCHITECTURE} returned no 'sem_prior'/'stage_priors' "
-                    "although MODEL.MASK_FORMER.TEST.RETURN_PRIOR is True; priors need a SeMask "
-                    "backbone with semantic layers (NUM_SEM_BLOCKS > 0)"
-                )
-            prediction.sem_prior = output["sem_prior"].detach().float().cpu()
-            prediction.stage_priors = {
-                name: output["stage_priors"][name].detach().float().cpu()
-                for name in STAGE_NAMES
-                if name in output["stage_priors"]
-            }
+            prediction.sem_prior, prediction.stage_priors = read_prior_outputs(
+                output, self.cfg.MODEL.META_ARCHITECTURE
+            )
         return prediction

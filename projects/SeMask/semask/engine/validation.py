@@ -11,9 +11,9 @@ from detectron2.utils import comm
 
 from ..config import config_value
 from ..data.mapper import DATASET_MAPPERS
-from ..modeling.backbone.common import STAGE_NAMES
 from ..modeling.matcher import MASK_LOSSES
 from ..modeling.meta_arch.families import decoder_problems, fork_name_problems, windowing_problems
+from ..modeling.semantic_prior import STAGE_NAMES, effective_key, prior_key_conflicts
 from .amp import PRECISIONS
 
 SWIN_BACKBONES = ("D2SeMaskSwinTransformer", "D2SwinTransformer")
@@ -93,7 +93,9 @@ def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
     have the transformer decoder of its published family
     (:mod:`semask.modeling.meta_arch.families`); windowed stages other than the family's are
     allowed (a new model) but logged as a WARNING, since that family's checkpoints compute their
-    published function only with its own stages.
+    published function only with its own stages. The prior keys are checked where their values
+    come from (``MODEL.SEMASK.*`` when set, else the published spelling); a ``MODEL.SEMASK`` key
+    overriding a different published value is logged as a WARNING naming both.
     """
     checker = _Checker(cfg)
     checker.problems.extend(fork_name_problems(cfg))
@@ -109,6 +111,12 @@ def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
         _check_swin(checker, semantic=backbone == "D2SeMaskSwinTransformer")
     elif backbone in MIT_BACKBONES:
         _check_mit(checker)
+    checker.number_at_least(effective_key(cfg, "CATE_WEIGHT"), 0)
+    checker.check(
+        effective_key(cfg, "RETURN_PRIOR"), lambda v: isinstance(v, bool), "must be True or False"
+    )
+    for conflict in prior_key_conflicts(cfg):
+        logger.warning(conflict)
     if cfg.MODEL.META_ARCHITECTURE in MASK_FORMER_ARCHITECTURES:
         _check_mask_former(checker)
         checker.problems.extend(decoder_problems(cfg))
@@ -135,10 +143,9 @@ def _check_ignore_value(checker: _Checker) -> None:
 
 
 def _check_semantic_window(checker: _Checker, section: str) -> None:
-    if checker.int_at_least(f"{section}.NUM_SEM_BLOCKS", 0) and checker.get(
-        f"{section}.NUM_SEM_BLOCKS"
-    ):
-        checker.int_at_least(f"{section}.SEM_WINDOW_SIZE", 1)
+    blocks = effective_key(checker.cfg, "NUM_SEM_BLOCKS", section)
+    if checker.int_at_least(blocks, 0) and checker.get(blocks):
+        checker.int_at_least(effective_key(checker.cfg, "SEM_WINDOW_SIZE", section), 1)
         checker.check(
             "MODEL.SEMASK.WINDOWED_STAGES",
             lambda v: len(set(v)) == len(v) and all(_is_int(x) and 0 <= x <= 3 for x in v),
@@ -223,7 +230,7 @@ def _check_mask_former(checker: _Checker) -> None:
     checker.number_at_least(f"{mf}.OVERSAMPLE_RATIO", 1)
     checker.fraction(f"{mf}.IMPORTANCE_SAMPLE_RATIO")
     checker.fraction(f"{mf}.DROPOUT")
-    for weight in ("CLASS_WEIGHT", "DICE_WEIGHT", "MASK_WEIGHT", "CATE_WEIGHT", "NO_OBJECT_WEIGHT"):
+    for weight in ("CLASS_WEIGHT", "DICE_WEIGHT", "MASK_WEIGHT", "NO_OBJECT_WEIGHT"):
         checker.number_at_least(f"{mf}.{weight}", 0)
     checker.one_of(f"{mf}.MASK_LOSS", MASK_LOSSES)
     checker.int_at_least("MODEL.SEM_SEG_HEAD.MASK_DIM", 1)
@@ -303,7 +310,7 @@ def _check_slide(checker: _Checker) -> None:
             f"must be {wanted} with {s}.ENABLED (sliding windows give semantic scores only)",
         )
     checker.check(
-        f"{test}.RETURN_PRIOR",
+        effective_key(checker.cfg, "RETURN_PRIOR"),
         lambda v: not v,
         f"must be False with {s}.ENABLED (priors are not averaged over windows; the demo's "
         "--show-priors needs whole-image inference)",

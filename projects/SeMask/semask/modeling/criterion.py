@@ -1,4 +1,5 @@
-"""Mask2Former's set losses, with pluggable extra losses such as SeMask's ``loss_cate``."""
+"""Mask2Former's set losses, with pluggable extra losses such as SeMask's ``loss_cate``
+(:class:`semask.modeling.semantic_prior.CriterionPriorLoss`)."""
 
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -37,19 +38,6 @@ def ignore_aware_cross_entropy(
         )
     total = F.cross_entropy(sem_pred.float(), sem_seg, ignore_index=ignore_value, reduction="sum")
     return total / (sem_seg != ignore_value).sum().clamp(min=1)
-
-
-def loss_cate(outputs: Outputs, targets: Targets) -> torch.Tensor:
-    """SeMask's semantic-prior loss: CE of the head's aggregated prior ``sem_pred`` [B, K, H, W]
-    against the targets' padded ``sem_seg`` [H, W] (255 = ignore)."""
-    if "sem_pred" not in outputs:
-        raise KeyError(
-            "loss_cate needs the head's 'sem_pred' (a backbone with semantic layers); "
-            "set MODEL.MASK_FORMER.CATE_WEIGHT 0 for a backbone without priors"
-        )
-    return ignore_aware_cross_entropy(
-        outputs["sem_pred"], torch.stack([t["sem_seg"] for t in targets])
-    )
 
 
 def sigmoid_ce_loss(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> torch.Tensor:

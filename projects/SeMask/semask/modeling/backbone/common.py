@@ -9,11 +9,10 @@ from detectron2.modeling import Backbone, ShapeSpec
 from timm.layers import trunc_normal_
 from torch import nn
 
+from ...config import config_value
+from ..semantic_prior import STAGE_NAMES, prior_name, prior_settings
 from .semantic_layer import SemanticLayer
 
-STAGE_NAMES = ("res2", "res3", "res4", "res5")
-# Output ``prior_res{i}`` holds the semantic prior logits of stage ``res{i}``.
-PRIOR_PREFIX = "prior_"
 # Stages whose semantic layer attends in windows in the SeMask-Mask2Former / SeMask-FAPN code.
 DEFAULT_WINDOWED_STAGES = (0, 1)
 
@@ -42,7 +41,7 @@ def declare_outputs(
             shapes[name] = ShapeSpec(channels=channels[i], stride=4 * 2**i)
     if num_classes is not None:
         for i, name in enumerate(STAGE_NAMES):
-            shapes[PRIOR_PREFIX + name] = ShapeSpec(channels=num_classes, stride=4 * 2**i)
+            shapes[prior_name(name)] = ShapeSpec(channels=num_classes, stride=4 * 2**i)
     return shapes
 
 
@@ -103,9 +102,12 @@ class SeMaskBackbone(Backbone):
 
     @staticmethod
     def shared_config(
-        cfg: CfgNode, section: CfgNode, input_shape: Optional[ShapeSpec]
+        cfg: CfgNode, section_key: str, input_shape: Optional[ShapeSpec]
     ) -> Dict[str, object]:
-        """Constructor arguments read alike from the backbone's ``section`` (MODEL.SWIN/MIT)."""
+        """Constructor arguments read alike from the backbone's ``section_key`` (``"MODEL.SWIN"``
+        or ``"MODEL.MIT"``) and, for the semantic layers, :func:`prior_settings`."""
+        section = config_value(cfg, section_key)
+        prior = prior_settings(cfg, section_key)
         return {
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
             "in_chans": input_shape.channels if input_shape is not None else 3,
@@ -115,9 +117,9 @@ class SeMaskBackbone(Backbone):
             "attn_drop_rate": section.ATTN_DROP_RATE,
             "drop_path_rate": section.DROP_PATH_RATE,
             "out_features": section.OUT_FEATURES,
-            "sem_window_size": section.SEM_WINDOW_SIZE,
-            "num_sem_blocks": section.NUM_SEM_BLOCKS,
-            "windowed_stages": cfg.MODEL.SEMASK.WINDOWED_STAGES,
+            "sem_window_size": prior.sem_window_size,
+            "num_sem_blocks": prior.num_sem_blocks,
+            "windowed_stages": prior.windowed_stages,
         }
 
     def semantic_layer(self, stage: int, dim: int) -> Optional[SemanticLayer]:

@@ -15,13 +15,8 @@ from detectron2.modeling import BACKBONE_REGISTRY, ShapeSpec
 from timm.layers import DropPath
 from torch import nn
 
-from .common import (
-    DEFAULT_WINDOWED_STAGES,
-    PRIOR_PREFIX,
-    STAGE_NAMES,
-    SeMaskBackbone,
-    check_backbone_input,
-)
+from ..semantic_prior import STAGE_NAMES, prior_name
+from .common import DEFAULT_WINDOWED_STAGES, SeMaskBackbone, check_backbone_input
 
 # Published sizes (all with NUM_HEADS [1, 2, 5, 8] and SR_RATIOS [8, 4, 2, 1]).
 MIT_SIZES = {
@@ -257,7 +252,7 @@ class D2SeMaskMiT(SeMaskBackbone):
     def from_config(cls, cfg: CfgNode, input_shape: Optional[ShapeSpec] = None) -> dict:
         m = cfg.MODEL.MIT
         return {
-            **cls.shared_config(cfg, m, input_shape),
+            **cls.shared_config(cfg, "MODEL.MIT", input_shape),
             "embed_dims": m.EMBED_DIMS,
             "depths": m.DEPTHS,
             "num_heads": m.NUM_HEADS,
@@ -274,7 +269,7 @@ class D2SeMaskMiT(SeMaskBackbone):
             for block in getattr(self, f"block{stage}"):
                 tokens = block(tokens, h, w)
             if self.has_priors:
-                tokens, outputs[PRIOR_PREFIX + name] = getattr(self, f"semantic_layer{stage}")(
+                tokens, outputs[prior_name(name)] = getattr(self, f"semantic_layer{stage}")(
                     tokens, h, w
                 )
             tokens = getattr(self, f"norm{stage}")(tokens)

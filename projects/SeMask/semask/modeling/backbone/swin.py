@@ -10,13 +10,8 @@ from timm.layers import trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .common import (
-    DEFAULT_WINDOWED_STAGES,
-    PRIOR_PREFIX,
-    STAGE_NAMES,
-    SeMaskBackbone,
-    check_backbone_input,
-)
+from ..semantic_prior import STAGE_NAMES, prior_name
+from .common import DEFAULT_WINDOWED_STAGES, SeMaskBackbone, check_backbone_input
 from .semantic_layer import SemanticLayer
 from .swin_blocks import PatchEmbed, PatchMerging, SwinTransformerBlock, shifted_window_mask
 
@@ -183,7 +178,7 @@ class D2SeMaskSwinTransformer(SeMaskBackbone):
     def from_config(cls, cfg: CfgNode, input_shape: Optional[ShapeSpec] = None) -> dict:
         s = cfg.MODEL.SWIN
         return {
-            **cls.shared_config(cfg, s, input_shape),
+            **cls.shared_config(cfg, "MODEL.SWIN", input_shape),
             "pretrain_img_size": s.PRETRAIN_IMG_SIZE,
             "patch_size": s.PATCH_SIZE,
             "embed_dim": s.EMBED_DIM,
@@ -231,7 +226,7 @@ class D2SeMaskSwinTransformer(SeMaskBackbone):
                 feature = getattr(self, f"norm{i}")(x_out)
                 outputs[name] = feature.view(-1, h, w, self.num_features[i]).permute(0, 3, 1, 2)
             if prior is not None:
-                outputs[PRIOR_PREFIX + name] = prior
+                outputs[prior_name(name)] = prior
             h, w = (h + 1) // 2, (w + 1) // 2
         return {k: v.contiguous() for k, v in outputs.items()}
 

@@ -1,7 +1,6 @@
 """SeMask heads; importing this package registers ``BranchMaskFormerHead`` and ``SeMaskFPNHead``."""
 
 from .branch_head import BranchMaskFormerHead
-from .semantic_decoder import aggregate_priors
 from .semantic_fpn_head import SeMaskFPNHead
 
-__all__ = ["BranchMaskFormerHead", "SeMaskFPNHead", "aggregate_priors"]
+__all__ = ["BranchMaskFormerHead", "SeMaskFPNHead"]

@@ -8,8 +8,8 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
 from ..pixel_decoder import build_pixel_decoder
+from ..semantic_prior import prior_feature_names, semantic_map
 from ..transformer_decoder import build_transformer_decoder
-from .semantic_decoder import aggregate_priors, prior_feature_names
 
 TRANSFORMER_INPUTS = ("multi_scale_pixel_decoder", "transformer_encoder", "pixel_embedding")
 
@@ -29,10 +29,12 @@ class BranchMaskFormerHead(nn.Module):
 
     ``pixel_decoder`` turns the backbone stage maps into per-pixel embeddings, ``predictor`` (the
     transformer decoder) predicts query classes and masks, and the parameter-free semantic decoder
-    (:func:`aggregate_priors`) sums the backbone's per-stage prior maps (``prior_res*``).
+    (:func:`semask.modeling.semantic_prior.aggregate_priors`) sums the backbone's per-stage prior
+    maps (``prior_res*``).
 
     Args:
-        input_shape: the backbone's output shapes; keys starting with ``prior_`` are the priors.
+        input_shape: the backbone's output shapes, priors included
+            (:func:`semask.modeling.semantic_prior.prior_feature_names`).
         pixel_decoder: a pixel decoder with ``forward_features``.
         transformer_predictor: a transformer decoder.
         transformer_in_feature: what the predictor reads: ``multi_scale_pixel_decoder``,
@@ -109,8 +111,5 @@ class BranchMaskFormerHead(nn.Module):
             source = features[self.transformer_in_feature]
         predictions = self.predictor(source, mask_features)
         if self.prior_features:
-            missing = [name for name in self.prior_features if name not in features]
-            if missing:
-                raise KeyError(f"BranchMaskFormerHead: prior maps {missing} missing from features")
-            predictions["sem_pred"] = aggregate_priors([features[k] for k in self.prior_features])
+            predictions["sem_pred"] = semantic_map(features, self.prior_features)
         return predictions

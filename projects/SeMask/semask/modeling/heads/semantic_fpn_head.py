@@ -11,7 +11,7 @@ from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
 from torch import nn
 
 from ..criterion import ignore_aware_cross_entropy
-from .semantic_decoder import aggregate_priors, prior_feature_names
+from ..semantic_prior import prior_feature_names, prior_loss, prior_settings, semantic_map
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -20,8 +20,9 @@ class SeMaskFPNHead(SemSegFPNHead):
 
     Per stage: 3x3 conv + norm + ReLU blocks with x2 upsampling down to ``common_stride`` (one
     block at stride 4); the stages are summed, dropped out, and classified by a 1x1 conv. The
-    backbone's ``prior_res{i}`` maps are summed by :func:`aggregate_priors` and trained with
-    ``loss_cate`` (weight ``cate_weight``, ``MODEL.MASK_FORMER.CATE_WEIGHT`` as for Mask2Former).
+    backbone's ``prior_res{i}`` maps are summed and trained with ``loss_cate`` as in every SeMask
+    model (:mod:`semask.modeling.semantic_prior`; weight ``cate_weight``,
+    ``MODEL.SEMASK.CATE_WEIGHT``).
     """
 
     @configurable
@@ -55,7 +56,7 @@ class SeMaskFPNHead(SemSegFPNHead):
             raise ValueError(f"MODEL.SEM_SEG_HEAD.IN_FEATURES: backbone has no {missing}")
         ret["prior_features"] = prior_feature_names(input_shape)
         ret["dropout"] = cfg.MODEL.SEM_SEG_HEAD.DROPOUT
-        ret["cate_weight"] = cfg.MODEL.MASK_FORMER.CATE_WEIGHT
+        ret["cate_weight"] = prior_settings(cfg).cate_weight
         return ret
 
     def layers(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -83,7 +84,7 @@ class SeMaskFPNHead(SemSegFPNHead):
         """Aggregated prior logits [B, K, 4 h, 4 w] (h, w: the finest prior's size)."""
         if not self.prior_features:
             raise ValueError("SeMaskFPNHead: the backbone returns no prior_* maps")
-        return aggregate_priors([features[k] for k in self.prior_features])
+        return semantic_map(features, self.prior_features)
 
     def forward(
         self, features: Dict[str, torch.Tensor], targets: Optional[torch.Tensor] = None
@@ -109,7 +110,5 @@ class SeMaskFPNHead(SemSegFPNHead):
         losses = self.losses(x, targets)
         if self.prior_features:
             prior = self.prior_map(features)
-            losses["loss_cate"] = self.cate_weight * ignore_aware_cross_entropy(
-                prior, targets, self.ignore_value
-            )
+            losses["loss_cate"] = self.cate_weight * prior_loss(prior, targets, self.ignore_value)
         return None, losses

@@ -14,6 +14,7 @@ from typing import List, Tuple
 from detectron2.config import CfgNode
 
 from ...config import config_value
+from ..semantic_prior import prior_settings
 
 SEMASK_SWIN = "D2SeMaskSwinTransformer"
 MULTI_SCALE_INPUT = "multi_scale_pixel_decoder"
@@ -116,10 +117,13 @@ def decoder_problems(cfg: CfgNode) -> List[str]:
 
 def windowing_problems(cfg: CfgNode) -> List[str]:
     """A SeMask Swin backbone must window the semantic layers of its family's stages."""
-    if cfg.MODEL.BACKBONE.NAME != SEMASK_SWIN or not cfg.MODEL.SWIN.NUM_SEM_BLOCKS:
+    if cfg.MODEL.BACKBONE.NAME != SEMASK_SWIN:
+        return []
+    prior = prior_settings(cfg)
+    if not prior.num_sem_blocks:
         return []
     family = family_of(cfg)
-    stages = cfg.MODEL.SEMASK.WINDOWED_STAGES
+    stages = prior.windowed_stages
     if sorted(stages) == list(family.windowed_stages):
         return []
     return [

@@ -1,19 +1,15 @@
 """Shared input handling and post-processing of the SeMask meta-architectures.
 
 Mask-classification outputs (per-query class logits and mask logits) become semantic, panoptic or
-instance predictions as Mask2Former defines them; SeMask's prior maps become per-image outputs.
+instance predictions as Mask2Former defines them (SeMask's prior outputs:
+:mod:`semask.modeling.semantic_prior.outputs`).
 """
 
-import math
 from typing import Container, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from detectron2.layers import ShapeSpec
-from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList, Instances
-
-from ..backbone.common import PRIOR_PREFIX
 
 
 def normalize_and_pad(
@@ -68,40 +64,6 @@ def pad_sem_seg(
 def output_size(input_per_image: Mapping, image_size: Tuple[int, int]) -> Tuple[int, int]:
     """The requested output size: the input's ``height``/``width``, else the image's own size."""
     return input_per_image.get("height", image_size[0]), input_per_image.get("width", image_size[1])
-
-
-def prior_outputs(
-    sem_prior: torch.Tensor,
-    features: Mapping[str, torch.Tensor],
-    shapes: Mapping[str, ShapeSpec],
-    index: int,
-    image_size: Tuple[int, int],
-    height: int,
-    width: int,
-) -> Dict:
-    """The prior outputs of batch element ``index``.
-
-    Args:
-        sem_prior: [K, Hp, Wp] aggregated prior of this image at the padded input size.
-        features: backbone outputs; its ``prior_res{i}`` entries are [B, K, Hp/s, Wp/s].
-        shapes: the backbone's ``output_shape()`` (gives each stride s).
-        image_size: the image's size inside the padded batch.
-    Returns:
-        ``sem_prior`` [K, height, width] and ``stage_priors`` (``res{i}`` -> [K, ceil(h/s),
-        ceil(w/s)], the part of each raw stage map that covers the image).
-    """
-    h, w = image_size
-    stages = {}
-    for name, prior in features.items():
-        if name.startswith(PRIOR_PREFIX):
-            stride = shapes[name].stride
-            stages[name[len(PRIOR_PREFIX) :]] = prior[
-                index, :, : math.ceil(h / stride), : math.ceil(w / stride)
-            ]
-    return {
-        "sem_prior": sem_seg_postprocess(sem_prior, image_size, height, width),
-        "stage_priors": stages,
-    }
 
 
 def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:

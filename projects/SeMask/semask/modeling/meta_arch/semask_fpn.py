@@ -9,7 +9,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 
-from .inference import normalize_and_pad, output_size, pad_sem_seg, prior_outputs
+from ..semantic_prior import prior_outputs, prior_settings
+from .inference import normalize_and_pad, output_size, pad_sem_seg
 from .sliding_window import SlidingWindow
 
 
@@ -41,7 +42,7 @@ class SeMaskFPN(SemanticSegmentor):
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict:
         ret = super().from_config(cfg)
-        ret["return_prior"] = cfg.MODEL.MASK_FORMER.TEST.RETURN_PRIOR
+        ret["return_prior"] = prior_settings(cfg).return_prior
         ret["sliding_window"] = SlidingWindow.from_config(cfg)
         return ret
 

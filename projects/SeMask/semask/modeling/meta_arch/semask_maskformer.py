@@ -12,8 +12,9 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from ...data.targets import padded_instance_targets
-from ..criterion import SetCriterion, loss_cate
+from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
+from ..semantic_prior import CriterionPriorLoss, prior_outputs, prior_settings
 from .families import check_buildable
 from .inference import (
     instance_inference,
@@ -21,15 +22,16 @@ from .inference import (
     output_size,
     pad_sem_seg,
     panoptic_inference,
-    prior_outputs,
     semantic_inference,
 )
 from .sliding_window import SlidingWindow
 
 
 def build_criterion(cfg: CfgNode) -> SetCriterion:
-    """The Mask2Former set criterion with SeMask's ``loss_cate`` (skipped when CATE_WEIGHT is 0)."""
+    """The Mask2Former set criterion with SeMask's ``loss_cate`` (skipped when
+    ``MODEL.SEMASK.CATE_WEIGHT`` is 0)."""
     mf = cfg.MODEL.MASK_FORMER
+    cate_weight = prior_settings(cfg).cate_weight
     matcher = HungarianMatcher(
         cost_class=mf.CLASS_WEIGHT,
         cost_mask=mf.MASK_WEIGHT,
@@ -43,9 +45,9 @@ def build_criterion(cfg: CfgNode) -> SetCriterion:
         for i in range(mf.DEC_LAYERS - 1):
             weight_dict.update({f"{k}_{i}": v for k, v in main.items()})
     extra_losses = {}
-    if mf.CATE_WEIGHT > 0:
-        weight_dict["loss_cate"] = mf.CATE_WEIGHT
-        extra_losses["loss_cate"] = loss_cate
+    if cate_weight > 0:
+        weight_dict["loss_cate"] = cate_weight
+        extra_losses["loss_cate"] = CriterionPriorLoss(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
     return SetCriterion(
         num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         matcher=matcher,
@@ -134,7 +136,7 @@ class SeMaskMaskFormer(nn.Module):
             "semantic_on": test.SEMANTIC_ON,
             "panoptic_on": test.PANOPTIC_ON,
             "instance_on": test.INSTANCE_ON,
-            "return_prior": test.RETURN_PRIOR,
+            "return_prior": prior_settings(cfg).return_prior,
             "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
             "overlap_threshold": test.OVERLAP_THRESHOLD,
             "thing_ids": tuple(thing_map.values()),
@@ -258,7 +260,7 @@ class SeMaskMaskFormer(nn.Module):
         width: int,
     ) -> Dict[str, object]:
         if "sem_pred" not in outputs:
-            raise KeyError("TEST.RETURN_PRIOR needs the head to return 'sem_pred'")
+            raise KeyError("MODEL.SEMASK.RETURN_PRIOR needs the head to return 'sem_pred'")
         return prior_outputs(
             outputs["sem_pred"][i],
             features,

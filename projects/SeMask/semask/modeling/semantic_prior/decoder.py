@@ -1,18 +1,9 @@
 """SeMask's parameter-free semantic decoder: the per-stage prior maps summed at stride 4."""
 
-from typing import List, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch.nn.functional as F
-from detectron2.layers import ShapeSpec
 from torch import Tensor
-
-from ..backbone.common import PRIOR_PREFIX
-
-
-def prior_feature_names(input_shape: Mapping[str, ShapeSpec]) -> List[str]:
-    """The backbone outputs that are prior maps (``prior_res*``), finest first."""
-    priors = [name for name in input_shape if name.startswith(PRIOR_PREFIX)]
-    return sorted(priors, key=lambda name: input_shape[name].stride)
 
 
 def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
@@ -47,3 +38,16 @@ def aggregate_priors(priors: Sequence[Tensor]) -> Tensor:
             prior = _resize(prior, finest.shape[-2:])
         total = total + prior
     return _resize(total, [4 * finest.shape[-2], 4 * finest.shape[-1]])
+
+
+def semantic_map(features: Mapping[str, Tensor], prior_names: Sequence[str]) -> Tensor:
+    """:func:`aggregate_priors` of the priors ``prior_names`` (finest first) of ``features``.
+
+    Returns [B, K, 4h, 4w] (h, w: the finest prior's size); a KeyError names missing priors.
+    """
+    missing = [name for name in prior_names if name not in features]
+    if missing:
+        raise KeyError(
+            f"prior maps {missing} missing from the backbone features {sorted(features)}"
+        )
+    return aggregate_priors([features[name] for name in prior_names])
