@@ -9,6 +9,7 @@ from conftest import REPO_ROOT, semask_cfg
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 
+from semask.data.targets import semantic_instances
 from semask.engine.validation import ConfigError, validate_config
 from semask.modeling.semantic_prior import (
     effective_key,
@@ -83,7 +84,7 @@ def _run(cfg: CfgNode):
     image = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=generator)
     label = torch.randint(0, 5, (64, 64), generator=generator)
     torch.manual_seed(2)
-    losses = model([{"image": image, "sem_seg": label}])
+    losses = model([{"image": image, "sem_seg": label, "instances": semantic_instances(label)}])
     with torch.no_grad():
         (output,) = model.eval()([{"image": image}])
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
