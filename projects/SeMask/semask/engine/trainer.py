@@ -9,11 +9,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode, get_cfg
-from detectron2.data import (
-    MetadataCatalog,
-    build_detection_test_loader,
-    build_detection_train_loader,
-)
+from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import (
     DefaultTrainer,
     HookBase,
@@ -29,6 +25,7 @@ from torch import nn
 
 from .. import add_semask_config
 from ..checkpoint import SeMaskCheckpointer
+from ..compat import build_fallback_train_loader
 from ..curves import TrainingCurvesHook
 from ..data import MaskFormerSemanticDatasetMapper, SemanticEvalMapper, training_bad_samples
 from ..evaluation import CityscapesSemSegEvaluator, SemSegEvaluator
@@ -87,7 +84,7 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg: CfgNode) -> Any:
         """Training loader; its skipped bad samples are counted from zero (one run per process)."""
         training_bad_samples().reset()
-        return build_detection_train_loader(cfg, mapper=MaskFormerSemanticDatasetMapper(cfg, True))
+        return build_fallback_train_loader(cfg, MaskFormerSemanticDatasetMapper(cfg, True))
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Any:
