@@ -19,10 +19,16 @@ libraries in any import order:
   ``Image.BILINEAR``, its value;
 * ``MapDataset``'s fallback for a skipped sample samples from the sorted set of candidates
   (``random.sample`` of a set is a TypeError on Python 3.11);
-* the FutureWarning "`torch.jit.script` is deprecated" that current torch gives at each
-  ``torch.jit.script`` call is ignored, only around the calls made while importing: fvcore.nn's
-  two scripted focal losses (``detectron2/__init__.py`` imports fvcore.nn under that filter) and
-  detectron2's two scripted box transforms (``detectron2/modeling/box_regression.py``).
+* the FutureWarning "`torch.jit.script` is deprecated" is ignored around the scripting done at
+  import time, and only there. Current torch gives it at every ``torch.jit.script`` call, with no
+  stack level, so it is attributed to ``torch.jit._script`` whoever calls; a filter on message and
+  module would silence a user's own calls too. The calls: ``fvcore/nn/focal_loss.py`` scripts its
+  two focal losses when ``fvcore.nn`` is first imported (seven calls, torch's recursion included;
+  printed once per process, again after any change of the warning filters, and in every spawned
+  dataloader worker), and ``detectron2/modeling/box_regression.py`` scripts two box transforms. So
+  ``detectron2/__init__.py`` imports ``fvcore.nn`` under a ``catch_warnings`` that ignores that
+  message, and the box transforms are scripted under the same filter. (An upstream detectron2 is
+  not patched, so it still prints them; ``fvcore.nn`` imported before any detectron2 module too.)
 
 Every patch checks how many places it changes, so a different sdist fails here, naming the file.
 Run it with the interpreter of the environment to install into:
