@@ -17,7 +17,8 @@ except ImportError as err:
         raise
     raise ImportError(
         f"{err}: this detectron2 has neither its compiled ops nor SeMask's stand-in for them; "
-        "run `make env` (tools/install_detectron2.py) to install a patched detectron2 0.6"
+        "run `make env` (tools/install_detectron2.py) to install a patched detectron2 0.6 (it "
+        "keeps any detectron2 but the PyPI sdist: `pip uninstall` a build without its C++ ops)"
     ) from err
 
 from .config import add_semask_config  # noqa: E402  (after the check above)

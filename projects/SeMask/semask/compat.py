@@ -1,7 +1,7 @@
 """The one accommodation SeMask keeps at run time, whichever detectron2 is installed.
 
 detectron2 0.6 from PyPI is made to work on current numpy, Pillow, torch and Python when it is
-installed: ``tools/install_detectron2.py`` patches its sdist (the module docstring lists how), so
+installed: ``tools/install_detectron2.py`` patches its sdist (its docstring lists how), so
 nothing is patched at ``import semask`` and detectron2 and SeMask import in any order. An upstream
 detectron2 built from its git repository is kept as it is; its builds from before April 2025
 still draw the replacement for a skipped sample (a mapper that returned None) with
@@ -40,6 +40,7 @@ class FallbackMapDataset(MapDataset):
 def build_fallback_train_loader(cfg: CfgNode, mapper: Callable[[Any], Any]) -> DataLoader:
     """``build_detection_train_loader(cfg, mapper=mapper)`` with the data set mapped by
     :class:`FallbackMapDataset` instead of ``MapDataset``; batches as detectron2's loader gives."""
+    # detectron2's own config reading (private, the same in 0.6 and upstream), not a copy of it
     kwargs = _train_loader_from_config(cfg, mapper=mapper)
     dataset = kwargs.pop("dataset")
     if isinstance(dataset, list):
