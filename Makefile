@@ -8,7 +8,8 @@ STAMP := $(VENV)/.semask-env
 
 env: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-export.txt pyproject.toml tools/install_detectron2.py
+$(STAMP): requirements.txt requirements-dev.txt requirements-export.txt pyproject.toml \
+    tools/install_detectron2.py tools/detectron2_c_stand_in.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt \
 		-r requirements-export.txt

@@ -11,9 +11,6 @@ import argparse
 import logging
 from typing import Any
 
-import semask  # noqa: F401  (first: applies semask.compat before detectron2 is used)
-
-# isort: split
 from detectron2.config import CfgNode
 from detectron2.engine import default_argument_parser, hooks
 from detectron2.evaluation import verify_results

@@ -19,7 +19,6 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
-import semask  # noqa: F401  (first: applies semask.compat before detectron2 is used)
 from semask.data.builtin import COCO_STUFF_10K_SPLITS, COCO_STUFF_IDS
 from semask.io import atomic_path
 

@@ -20,13 +20,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from tqdm import tqdm
-
-import semask  # noqa: F401  (applies semask.compat before detectron2 is used)
-
-# isort: split
 from detectron2.data.catalog import Metadata
 from detectron2.utils.logger import setup_logger
+from tqdm import tqdm
 
 import semask.data  # noqa: F401  (registers the data sets and their metadata)
 from semask.data import image_io

@@ -7,7 +7,6 @@ import pytest
 import torch
 from detectron2.config import CfgNode, get_cfg
 
-import semask  # noqa: F401  (applies semask.compat before detectron2 is used)
 from semask import add_semask_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,6 @@ from typing import List, Optional, Sequence
 
 import torch
 
-import semask  # noqa: F401  (applies semask.compat before detectron2 is used)
 from semask.modeling.backbone import (
     MIT_SIZES,
     SWIN_SIZES,

@@ -28,10 +28,6 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import torch
-
-import semask  # noqa: F401  (applies semask.compat before detectron2 is used)
-
-# isort: split
 from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone, build_model
 

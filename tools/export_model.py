@@ -16,9 +16,6 @@ import statistics
 import time
 from typing import Callable, Dict, List, Optional
 
-import semask  # noqa: F401  (first: applies semask.compat before detectron2 is used)
-
-# isort: split
 import torch
 from detectron2.utils.logger import setup_logger
 

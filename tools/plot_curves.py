@@ -12,9 +12,6 @@ import sys
 from pathlib import Path
 from typing import List
 
-import semask  # noqa: F401  (applies semask.compat before detectron2 is used)
-
-# isort: split
 from semask.curves import write_training_curves
 
 

@@ -21,13 +21,9 @@ from typing import Any, List
 
 import numpy as np
 import torch
-from PIL import Image
-
-import semask  # noqa: F401  (first: applies semask.compat before detectron2 is used)
-
-# isort: split
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.utils import comm
+from PIL import Image
 
 from semask.curves import CURVES_FILE
 from semask.data.quickstart import generate, is_generated

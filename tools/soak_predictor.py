@@ -19,9 +19,6 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-import semask  # noqa: F401  (applies semask.compat before detectron2 is used)
-
-# isort: split
 import semask.data  # noqa: F401  (registers the data sets and their metadata)
 from semask.engine import build_cfg
 from semask.predictor import SeMaskPredictor

@@ -18,13 +18,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
-from tqdm import tqdm
-
-import semask  # noqa: F401  (applies semask.compat before detectron2 is used)
-
-# isort: split
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import convert_image_to_rgb
+from tqdm import tqdm
 
 from semask.data.mapper import read_labelled_sample
 from semask.data.metadata import resolve_metadata

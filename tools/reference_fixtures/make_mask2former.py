@@ -2,10 +2,11 @@
 
 Needs the published code: Picsart-AI-Research/SeMask-Segmentation at commit
 16539be7df1e33a469da508091156e791e90ca2d, folder ``SeMask-FAPN/SeMask-Mask2Former`` (``--fork``).
-Environment: Python 3.11 with torch, torchvision, detectron2 0.6 (pure Python), fvcore, timm,
-scipy, opencv, einops and icecream. This project's package is not imported (its registrations would
-clash with the fork's); only ``semask/compat.py`` is loaded from its file, for the ``detectron2._C``
-stand-in and the numpy / Pillow aliases. Two compiled ops of the fork are replaced here:
+Environment: Python 3.11 with torch, torchvision, the detectron2 0.6 that
+``tools/install_detectron2.py`` installs (pure Python, with its ``detectron2._C`` stand-in and
+current numpy / Pillow spellings), fvcore, timm, scipy, opencv, einops and icecream. This project's
+package is not imported (its registrations would clash with the fork's). Two compiled ops of the
+fork are replaced here:
 ``MSDeformAttnFunction`` by the fork's own ``ms_deform_attn_core_pytorch``, and the DCNv2 ``DCN``
 by a module on ``torchvision.ops.deform_conv2d`` with DCNv2's offset / mask layout.
 
@@ -14,7 +15,6 @@ by a module on ``torchvision.ops.deform_conv2d`` with DCNv2's offset / mask layo
 """
 
 import argparse
-import importlib.util
 import json
 import sys
 import types
@@ -122,12 +122,6 @@ class DeformConvStandIn(nn.Module):
 
 def import_fork(fork: Path) -> types.ModuleType:
     """Import the fork's ``mask2former`` package with the stand-ins in place."""
-    spec = importlib.util.spec_from_file_location(
-        "semask_compat", REPO_ROOT / "projects/SeMask/semask/compat.py"
-    )
-    compat = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compat)
-    compat.apply()
     sys.modules["MultiScaleDeformableAttention"] = types.ModuleType("MultiScaleDeformableAttention")
     sys.modules["dcn_v2"] = types.SimpleNamespace(DCN=DeformConvStandIn)
     sys.path.insert(0, str(fork))

@@ -2,9 +2,10 @@
 
 Needs (outside this repository): the SeMask-MaskFormer tree of
 Picsart-AI-Research/SeMask-Segmentation at commit 16539be7df1e33a469da508091156e791e90ca2d, passed
-as ``--fork``; detectron2 0.6 (pure
-Python), fvcore, timm, scipy, opencv and, on PYTHONPATH, einops and icecream (the fork imports
-them). This project must NOT be importable as ``semask`` in that process (both register
+as ``--fork``; the detectron2 0.6 that ``tools/install_detectron2.py`` installs (pure Python,
+patched for current numpy / Pillow, with a stand-in for its compiled ops, which the fork does not
+call), fvcore, timm, scipy, opencv and, on PYTHONPATH, einops and icecream (the fork imports them).
+This project must NOT be importable as ``semask`` in that process (both register
 ``SeMaskMaskFormer`` and ``BranchMaskFormerHead``), so run it without the project on PYTHONPATH:
 
     PYTHONPATH=<site with einops, icecream> \
@@ -19,13 +20,10 @@ and writes weights, input, config and outputs (float32) plus ``meta``.
 
 import argparse
 import sys
-import types
 from pathlib import Path
 from typing import Dict
 
-import numpy as np
 import torch
-from PIL import Image
 
 COMMIT = "16539be7df1e33a469da508091156e791e90ca2d"
 IMAGE_SIZE = (83, 117)
@@ -53,17 +51,6 @@ MICRO = {
     "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 8,
     "MODEL.MASK_FORMER.DEC_LAYERS": 3,
 }
-
-
-def _environment_shims() -> None:
-    """What detectron2 0.6 needs on current numpy/Pillow, and a stand-in for its compiled ops
-    (the fork calls none of them)."""
-    for name, value in {"int": int, "float": float, "bool": bool}.items():
-        if name not in vars(np):
-            setattr(np, name, value)
-    if not hasattr(Image, "LINEAR"):
-        Image.LINEAR = Image.BILINEAR
-    sys.modules.setdefault("detectron2._C", types.ModuleType("detectron2._C"))
 
 
 def build_cfg(fork: Path):
@@ -132,7 +119,6 @@ def main() -> None:
     parser.add_argument("--fork", type=Path, required=True, help="the SeMask-MaskFormer folder")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    _environment_shims()
     torch.set_num_threads(1)
     cfg = build_cfg(args.fork.resolve())
 

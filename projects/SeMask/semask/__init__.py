@@ -1,14 +1,26 @@
 """SeMask (Semantically Masked Transformers) for Detectron2.
 
-Importing this package applies :mod:`semask.compat` (before anything else touches detectron2) and
-registers SeMask's backbones, heads and meta-architectures in detectron2's registries.
+Importing this package registers SeMask's backbones, heads and meta-architectures in detectron2's
+registries. It patches nothing, so it may come before or after detectron2's own modules. With a
+detectron2 that has no ``detectron2._C`` (neither compiled nor the stand-in that
+``tools/install_detectron2.py`` installs), it stops with an error that says how to install one.
 """
 
-from . import compat
+import re
 
-compat.apply()
+MISSING_C_EXTENSION = re.compile(r"cannot import name '_C' from 'detectron2'|detectron2\._C\b")
 
-from . import modeling  # noqa: E402,F401  (registers components)
-from .config import add_semask_config  # noqa: E402
+try:
+    from . import modeling  # noqa: F401  (registers components)
+except ImportError as err:
+    if not MISSING_C_EXTENSION.search(str(err)):
+        raise
+    raise ImportError(
+        f"{err}: this detectron2 has neither its compiled ops nor SeMask's stand-in for them; "
+        "run `make env` (tools/install_detectron2.py) to install a patched detectron2 0.6 (it "
+        "keeps any detectron2 but the PyPI sdist: `pip uninstall` a build without its C++ ops)"
+    ) from err
 
-__all__ = ["add_semask_config", "compat"]
+from .config import add_semask_config  # noqa: E402  (after the check above)
+
+__all__ = ["add_semask_config"]

@@ -8,11 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import (
-    MetadataCatalog,
-    build_detection_test_loader,
-    build_detection_train_loader,
-)
+from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import (
     DefaultTrainer,
     HookBase,
@@ -27,6 +23,7 @@ from detectron2.utils.logger import setup_logger
 from torch import nn
 
 from ..checkpoint import SeMaskCheckpointer
+from ..compat import build_fallback_train_loader
 from ..curves import TrainingCurvesHook
 from ..data import MaskFormerSemanticDatasetMapper, SemanticEvalMapper, training_bad_samples
 from ..evaluation import CityscapesSemSegEvaluator, SemSegEvaluator
@@ -107,7 +104,7 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg: CfgNode) -> Any:
         """Training loader; its skipped bad samples are counted from zero (one run per process)."""
         training_bad_samples().reset()
-        return build_detection_train_loader(cfg, mapper=MaskFormerSemanticDatasetMapper(cfg, True))
+        return build_fallback_train_loader(cfg, MaskFormerSemanticDatasetMapper(cfg, True))
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Any:
