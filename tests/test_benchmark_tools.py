@@ -125,3 +125,18 @@ def test_analyze_tool_reports_gflops_per_second(tmp_path, capsys):
     assert written["parameters"] == report["parameters"]
     out = capsys.readouterr().out
     assert "uncounted operators" in out and "GFLOP/s achieved" in out
+
+
+@pytest.mark.slow
+def test_compare_with_hf_alternates_both_models_when_installed():
+    pytest.importorskip("transformers")
+    argv = ["--config-file", CONFIG, "--height", "64", "--width", "64", "--threads", "1"]
+    argv += ["--modes", "eval", "--iters", "2", "--warmup", "0", "--no-memory"]
+    report = benchmark.main([*argv, "--compare-with", "hf", *TINY])
+    assert [r["model"] for r in report["results"]] == ["semask", "hf"]
+    hf = report["results"][1]
+    assert hf["parameters"] > 40e6  # Swin-T + Mask2Former: about 47 M
+    (ratio,) = report["ratios"]
+    assert ratio["latency_ratio"] == pytest.approx(
+        hf["latency_ms"]["median"] / report["results"][0]["latency_ms"]["median"]
+    )

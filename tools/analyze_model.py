@@ -13,7 +13,6 @@ timed runs here) gives the achieved GFLOP/s.
 """
 
 import argparse
-import json
 import statistics
 import sys
 from dataclasses import asdict
@@ -26,9 +25,9 @@ import torch
 
 from semask.benchmarking import alternate
 from semask.benchmarking.flops import analyze, format_analysis
+from semask.benchmarking.runner import write_report
 from semask.engine import build_cfg
 from semask.export import SemanticScores, example_image
-from semask.io import atomic_path
 from semask.predictor import SeMaskPredictor
 
 
@@ -83,8 +82,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         )
     sys.stdout.write(text + "\n")
     if args.output:
-        with atomic_path(args.output) as tmp:
-            tmp.write_text(json.dumps(report, indent=1) + "\n")
+        write_report(args.output, report)
     return report
 
 

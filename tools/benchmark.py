@@ -19,7 +19,6 @@ also writes everything as JSON (see docs/PERFORMANCE.md for the fields).
 
 import argparse
 import itertools
-import json
 import sys
 from typing import Dict, List, Optional
 
@@ -30,10 +29,9 @@ import torch
 
 from semask.benchmarking import Settings, SubjectSpec, format_table, machine_info, run_case
 from semask.benchmarking.hf_peer import PeerUnavailableError, require_transformers
-from semask.benchmarking.runner import MODES, ratios
+from semask.benchmarking.runner import MODES, ratios, write_report
 from semask.benchmarking.subjects import DTYPES
 from semask.benchmarking.timing import matmul_rate
-from semask.io import atomic_path
 
 ON_OFF = {"on": True, "off": False}
 
@@ -127,8 +125,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     for threads, rate in report.get("matmul_gflops", {}).items():
         sys.stdout.write(f"matmul 1024x1024 float32, {threads} threads: {rate:.1f} GFLOP/s\n")
     if args.output:
-        with atomic_path(args.output) as tmp:
-            tmp.write_text(json.dumps(report, indent=1) + "\n")
+        write_report(args.output, report)
     return report
 
 

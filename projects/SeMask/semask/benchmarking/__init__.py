@@ -3,7 +3,7 @@ mapper-shaped inputs, alternating timings, peak memory, the machine's matmul rat
 transformers Mask2Former peer."""
 
 from .inputs import synthetic_samples
-from .runner import format_table, machine_info, run_case
+from .runner import format_table, machine_info, run_case, write_report
 from .subjects import DTYPES, Settings, Subject, SubjectSpec, build_subject
 from .timing import alternate, matmul_rate, peak_rss_mb, summarize
 
@@ -21,4 +21,5 @@ __all__ = [
     "run_case",
     "summarize",
     "synthetic_samples",
+    "write_report",
 ]

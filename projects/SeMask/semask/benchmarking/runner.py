@@ -1,5 +1,6 @@
 """Run benchmark cases: alternating timings in this process, peak memory in fresh processes."""
 
+import json
 import multiprocessing
 import os
 import platform
@@ -7,6 +8,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
+from ..io import atomic_path
 from .subjects import Settings, SubjectSpec, build_subject, subject_info
 from .timing import alternate, peak_rss_mb, summarize
 
@@ -138,3 +140,9 @@ def format_table(results: Sequence[Dict[str, object]]) -> str:
             f"{memory:>9}"
         )
     return "\n".join(lines)
+
+
+def write_report(path: str, report: Dict[str, object]) -> None:
+    """``report`` as indented JSON at ``path``, written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
