@@ -9,7 +9,7 @@ import torch
 from conftest import REPO_ROOT
 
 from semask.benchmarking import Settings, SubjectSpec, synthetic_samples
-from semask.benchmarking.flops import analyze, module_groups
+from semask.benchmarking.flops import OP_HANDLES, analyze, module_groups
 from semask.benchmarking.hf_peer import PeerUnavailableError, require_transformers
 from semask.benchmarking.runner import measure_memory
 from semask.engine import build_cfg
@@ -109,6 +109,24 @@ def test_analysis_parameter_count_equals_the_model(tiny_model):
     assert groups["sem_seg_head.pixel_decoder"]["macs"] > 0
     assert groups["sem_seg_head.predictor"]["macs"] > 0
     assert sum(g["macs"] for g in analysis.groups) <= analysis.macs
+    # the matrix-product-like operators have handles; what is left is elementwise
+    assert not set(OP_HANDLES) & set(analysis.uncounted)
+    assert {"aten::add", "aten::mul"} <= set(analysis.uncounted)
+
+
+def test_sdpa_and_deformable_sampling_are_counted(tiny_model):
+    counted = analyze(tiny_model, 64, 64, depth=1)
+    without = dict(OP_HANDLES)
+    try:
+        for name in ("aten::scaled_dot_product_attention", "prim::PythonOp.WeightedSampleSum"):
+            del OP_HANDLES[name]
+        uncounted = analyze(tiny_model, 64, 64, depth=1)
+    finally:
+        OP_HANDLES.update(without)
+    assert uncounted.macs < counted.macs
+    assert {"aten::scaled_dot_product_attention", "prim::PythonOp.WeightedSampleSum"} <= set(
+        uncounted.uncounted
+    )
 
 
 def test_module_groups_at_depth_one(tiny_model):

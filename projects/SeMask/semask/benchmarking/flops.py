@@ -32,9 +32,22 @@ def grid_sample_macs(inputs: List[Any], outputs: List[Any]) -> int:
     return 4 * prod(get_shape(outputs[0]))
 
 
+def baddbmm_macs(inputs: List[Any], outputs: List[Any]) -> int:
+    """``aten::baddbmm`` (nn.MultiheadAttention's scores): [B, n, m] x [B, m, p] is B n m p."""
+    batch, rows, inner = get_shape(inputs[1])
+    return batch * rows * inner * get_shape(inputs[2])[-1]
+
+
+def weighted_sample_sum_macs(inputs: List[Any], outputs: List[Any]) -> int:
+    """MSDeformAttn's ``WeightedSampleSum``: one multiply-add per sample [N, D, K, Q]."""
+    return prod(get_shape(inputs[0]))
+
+
 OP_HANDLES = {
     "aten::scaled_dot_product_attention": sdpa_macs,
     "aten::grid_sampler": grid_sample_macs,
+    "aten::baddbmm": baddbmm_macs,
+    "prim::PythonOp.WeightedSampleSum": weighted_sample_sum_macs,
 }
 
 
@@ -111,5 +124,7 @@ def format_analysis(analysis: Analysis) -> str:
             f"{row['activations'] / 1e6:>16.2f}"
         )
     uncounted = ", ".join(f"{op} x{n}" for op, n in analysis.uncounted.items()) or "none"
-    lines.append(f"uncounted operators (no FLOP handle; not in the totals): {uncounted}")
+    lines.append(
+        f"uncounted operators (no FLOP handle, mostly elementwise; not in the totals): {uncounted}"
+    )
     return "\n".join(lines)
