@@ -1,4 +1,5 @@
-"""Multi-scale deformable attention: the batched grid_sample path against a direct loop."""
+"""Multi-scale deformable attention: the packed single-grid_sample core against a direct loop and
+a per-level grid_sample reference, gradients, and the module around it."""
 
 import math
 
@@ -7,6 +8,7 @@ import torch
 
 import semask  # noqa: F401
 from semask.modeling.pixel_decoder import MSDeformAttn, ms_deform_attn
+from semask.modeling.pixel_decoder.ms_deform_attn import WeightedSampleSum, canvas_layout
 
 SHAPES = [(5, 7), (3, 4), (1, 1)]
 
@@ -46,26 +48,76 @@ def loop_reference(value, shapes, locations, weights):
     return out.reshape(batch, queries, heads * dim)
 
 
-def random_inputs(batch=2, queries=5, heads=2, dim=3, points=2, dtype=torch.float32, seed=0):
+def per_level_reference(value, shapes, locations, weights):
+    """One grid_sample per level on that level alone (zero padding at its own border)."""
+    batch, _, heads, dim = value.shape
+    out = 0
+    for lvl, ((h, w), level) in enumerate(zip(shapes, value.split([h * w for h, w in shapes], 1))):
+        image = level.permute(0, 2, 3, 1).reshape(batch * heads, dim, h, w)
+        grid = (2 * locations[:, :, :, lvl] - 1).transpose(1, 2).flatten(0, 1)
+        sampled = torch.nn.functional.grid_sample(image, grid, align_corners=False)
+        level_weights = weights[:, :, :, lvl].transpose(1, 2).flatten(0, 1)[:, None]
+        out = out + (sampled * level_weights).sum(-1)
+    return out.view(batch, heads * dim, -1).transpose(1, 2)
+
+
+def random_inputs(
+    batch=2, queries=5, heads=2, dim=3, points=2, dtype=torch.float32, seed=0, shapes=SHAPES
+):
     gen = torch.Generator().manual_seed(seed)
-    total = sum(h * w for h, w in SHAPES)
+    total = sum(h * w for h, w in shapes)
     value = torch.randn(batch, total, heads, dim, generator=gen, dtype=dtype)
-    # some locations fall outside the maps, to exercise the zero padding
+    # some locations fall outside the maps (up to 2.5 map sizes away), to exercise the padding
     locations = torch.rand(
-        batch, queries, heads, len(SHAPES), points, 2, generator=gen, dtype=dtype
+        batch, queries, heads, len(shapes), points, 2, generator=gen, dtype=dtype
     )
     locations = locations * 1.4 - 0.2
-    logits = torch.randn(batch, queries, heads, len(SHAPES) * points, generator=gen, dtype=dtype)
-    weights = logits.softmax(-1).view(batch, queries, heads, len(SHAPES), points)
+    locations[..., 0, :] = locations[..., 0, :] * 5 - 2
+    logits = torch.randn(batch, queries, heads, len(shapes) * points, generator=gen, dtype=dtype)
+    weights = logits.softmax(-1).view(batch, queries, heads, len(shapes), points)
     return value, locations, weights
 
 
 def test_matches_loop_reference_on_odd_levels():
     value, locations, weights = random_inputs()
+    assert ((locations < 0) | (locations > 1)).any(dim=-1).float().mean() > 0.3
     expected = loop_reference(value, SHAPES, locations, weights)
     actual = ms_deform_attn(value, SHAPES, locations, weights)
     assert actual.shape == (2, 5, 6)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "shapes, batch, queries, heads, points",
+    [
+        ([(4, 9), (9, 4), (2, 3), (1, 7)], 3, 7, 3, 3),  # wide, tall, odd, four levels
+        ([(6, 6)], 1, 4, 1, 1),  # one level, one point
+        ([(1, 5), (5, 1)], 2, 3, 2, 2),  # one-pixel-thin levels
+    ],
+)
+def test_matches_loop_reference_on_several_shapes(shapes, batch, queries, heads, points):
+    value, locations, weights = random_inputs(
+        batch=batch, queries=queries, heads=heads, points=points, seed=len(shapes), shapes=shapes
+    )
+    expected = loop_reference(value, shapes, locations, weights)
+    actual = ms_deform_attn(value, shapes, locations, weights)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_matches_per_level_grid_sample_at_a_realistic_size():
+    # the 512 x 512 encoder's levels scaled down 4x: 16 x 16, 8 x 8, 4 x 4; 8 heads of 32, 4 points
+    shapes = [(16, 16), (8, 8), (4, 4)]
+    value, locations, weights = random_inputs(
+        batch=2, queries=336, heads=8, dim=32, points=4, seed=3, shapes=shapes
+    )
+    expected = per_level_reference(value, shapes, locations, weights)
+    torch.testing.assert_close(
+        ms_deform_attn(value, shapes, locations, weights), expected, rtol=1e-5, atol=1e-5
+    )
+
+
+def test_canvas_layout_separates_levels_by_one_zero_row():
+    assert canvas_layout([(5, 7), (3, 4), (1, 1)]) == ([0, 6, 10], 11, 7)
 
 
 def test_gradcheck_float64():
@@ -76,6 +128,27 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(
         lambda v, loc, w: ms_deform_attn(v, SHAPES, loc, w), inputs, eps=1e-6, atol=1e-5
     )
+
+
+def test_gradcheck_float64_batch_and_four_levels():
+    shapes = [(3, 5), (2, 2), (1, 3), (4, 1)]
+    value, locations, weights = random_inputs(
+        batch=2, queries=3, heads=2, dim=2, points=2, dtype=torch.float64, seed=5, shapes=shapes
+    )
+    inputs = tuple(t.clone().requires_grad_(True) for t in (value, locations, weights))
+    assert torch.autograd.gradcheck(
+        lambda v, loc, w: ms_deform_attn(v, shapes, loc, w), inputs, eps=1e-6, atol=1e-5
+    )
+
+
+def test_weighted_sample_sum_equals_broadcast_sum_and_gradchecks():
+    gen = torch.Generator().manual_seed(0)
+    samples = torch.randn(2, 3, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 1, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(
+        WeightedSampleSum.apply(samples, weights), (samples * weights).sum(2)
+    )
+    assert torch.autograd.gradcheck(WeightedSampleSum.apply, (samples, weights))
 
 
 def test_shape_mismatch_is_reported():

@@ -4,18 +4,19 @@
     python tools/benchmark_backbone.py --backbone swin --size T --height 512 --width 512
     python tools/benchmark_backbone.py --backbone mit --size b2 --device cuda --batch 2
 
-Both paths run on the same weights and input; the script prints the median latency of each, the
-speed-up, and the largest output difference between them.
+Both paths run on the same weights and input, alternately (see semask.benchmarking.alternate); the
+script prints the median latency of each, the speed-up, and the largest output difference between
+them. tools/benchmark.py measures whole models.
 """
 
 import argparse
 import statistics
 import sys
-import time
-from typing import List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 
+from semask.benchmarking import alternate
 from semask.modeling.backbone import (
     MIT_SIZES,
     SWIN_SIZES,
@@ -33,22 +34,6 @@ def build(backbone: str, size: str, num_classes: int) -> torch.nn.Module:
             num_classes=num_classes, sem_window_size=sizes["window_size"], **sizes
         )
     return D2SeMaskMiT(num_classes=num_classes, **MIT_SIZES[size])
-
-
-def latency(model: torch.nn.Module, x: torch.Tensor, iters: int, warmup: int) -> List[float]:
-    """Seconds per forward pass, ``iters`` timed runs after ``warmup`` untimed ones."""
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + iters):
-            if x.is_cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            model(x)
-            if x.is_cuda:
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return times
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -71,12 +56,20 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     torch.manual_seed(0)
     model = build(args.backbone, args.size, args.num_classes).to(args.device, dtype).eval()
     x = torch.randn(args.batch, 3, args.height, args.width, device=args.device, dtype=dtype)
-    results, outputs = {}, {}
-    for name, enabled in (("sdpa", True), ("matmul", False)):
+
+    def forward(enabled: bool) -> Dict[str, torch.Tensor]:
         set_sdpa(model, enabled)
-        results[name] = statistics.median(latency(model, x, args.iters, args.warmup))
-        with torch.inference_mode():
-            outputs[name] = model(x)
+        return model(x)
+
+    with torch.inference_mode():
+        times = alternate(
+            {"sdpa": lambda: forward(True), "matmul": lambda: forward(False)},
+            repeats=args.iters,
+            warmup=args.warmup,
+            device=x.device,
+        )
+        outputs = {"sdpa": forward(True), "matmul": forward(False)}
+    results = {name: statistics.median(seconds) for name, seconds in times.items()}
     diff = max(
         (outputs["sdpa"][k] - outputs["matmul"][k]).abs().max().item() for k in outputs["sdpa"]
     )

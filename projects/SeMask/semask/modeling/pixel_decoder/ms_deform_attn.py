@@ -1,7 +1,9 @@
 """Multi-scale deformable attention (Deformable DETR) in pure PyTorch.
 
-The official Mask2Former code needs a compiled CUDA op for this; here each level is sampled with
-``F.grid_sample`` over all heads at once (heads folded into the batch), so it runs on any device.
+The official Mask2Former code needs a compiled CUDA op for this. Here all levels are packed into
+one zero-separated canvas per (image, head) and sampled with a single ``F.grid_sample`` over all
+heads at once (heads folded into the batch), so it runs on any device without a per-level sample,
+stack and concatenation.
 """
 
 import math
@@ -10,6 +12,86 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def canvas_layout(spatial_shapes: Sequence[Tuple[int, int]]) -> Tuple[List[int], int, int]:
+    """Where :func:`pack_levels` puts each level: its first row (levels stacked top to bottom
+    with one zero row between neighbours, so that no bilinear sample mixes two levels), and the
+    canvas height sum(H_l) + L - 1 and width max(W_l)."""
+    rows, row = [], 0
+    for height, _ in spatial_shapes:
+        rows.append(row)
+        row += int(height) + 1
+    return rows, row - 1, max(int(w) for _, w in spatial_shapes)
+
+
+def pack_levels(value: Tensor, spatial_shapes: Sequence[Tuple[int, int]]) -> Tensor:
+    """[B, S, M, D] flattened levels -> [B * M, D, H_c, W_c] canvas (:func:`canvas_layout`), zero
+    outside the levels; level l fills ``H_l`` rows from its first row and columns 0 to ``W_l``."""
+    batch, _, heads, dim = value.shape
+    rows, height, width = canvas_layout(spatial_shapes)
+    canvas = value.new_zeros(batch, heads, dim, height, width)
+    sizes = [int(h) * int(w) for h, w in spatial_shapes]
+    for row, (h, w), level in zip(rows, spatial_shapes, value.split(sizes, 1)):
+        # one copy per level, from [B, H*W, M, D] straight into its place in the canvas
+        level = level.permute(0, 2, 3, 1).unflatten(-1, (int(h), int(w)))
+        canvas[:, :, :, row : row + int(h), : int(w)] = level
+    return canvas.view(batch * heads, dim, height, width)
+
+
+def canvas_grid(sampling_locations: Tensor, spatial_shapes: Sequence[Tuple[int, int]]) -> Tensor:
+    """[B, Q, M, L, P, 2] (x, y) in [0, 1] per level -> [B * M, L * P, Q, 2] grid_sample
+    coordinates (align_corners=False) on the canvas of :func:`pack_levels`.
+
+    Points come before queries so that consecutive samples are neighbouring points of one level
+    (cache-friendly reads, and a weighted sum over points that runs along contiguous queries). A
+    location more than one pixel outside its level is clamped to one pixel beyond the edge, where
+    every bilinear neighbour with a non-zero weight is zero padding: it reads zero, as on the
+    level alone, with zero gradient.
+    """
+    batch, queries, heads, levels, points, _ = sampling_locations.shape
+    rows, height, width = canvas_layout(spatial_shapes)
+    options = {"dtype": sampling_locations.dtype, "device": sampling_locations.device}
+    sizes = torch.tensor([[int(w), int(h)] for h, w in spatial_shapes], **options)
+    canvas = torch.tensor([width, height], **options)
+    shifts = torch.tensor([[0.0, row] for row in rows], **options)
+    # pixel x = u * W_l - 1/2 in [-1, W_l]  <=>  u in [-1/(2 W_l), 1 + 1/(2 W_l)]
+    low, high = (-0.5 / sizes)[:, None, None], (1 + 0.5 / sizes)[:, None, None]
+    # canvas coordinate (x + 1/2 + shift) * 2 / W_c - 1 = u * scale + bias
+    scale, bias = (2 * sizes / canvas)[:, None, None], (2 * shifts / canvas - 1)[:, None, None]
+    # [B, Q, M, L, P, 2] -> [B, M, L, P, Q, 2], the one copy of the locations
+    locations = sampling_locations.permute(0, 2, 3, 4, 1, 5).contiguous()
+    grid = torch.addcmul(bias, torch.clamp(locations, low, high), scale)
+    return grid.view(batch * heads, levels * points, queries, 2)
+
+
+class WeightedSampleSum(torch.autograd.Function):
+    """``(samples * weights).sum(2)``: samples [N, D, K, Q], weights [N, 1, K, Q] -> [N, D, Q].
+
+    One multiply-add per sample k over contiguous [N, D, Q] slices, forward and backward: much
+    faster than a broadcast product and sum over the short K dimension, and without its
+    [N, D, K, Q] temporary or the per-slice copies that autograd through a Python loop makes.
+    """
+
+    @staticmethod
+    def forward(ctx, samples: Tensor, weights: Tensor) -> Tensor:
+        ctx.save_for_backward(samples, weights)
+        output = samples[:, :, 0] * weights[:, :, 0]
+        for k in range(1, samples.shape[2]):
+            output.addcmul_(samples[:, :, k], weights[:, :, k])
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        samples, weights = ctx.saved_tensors
+        grad_samples = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            grad_samples = grad_output[:, :, None] * weights
+        if ctx.needs_input_grad[1]:
+            grad_weights = torch.stack(
+                [(grad_output * samples[:, :, k]).sum(1) for k in range(samples.shape[2])], 1
+            )[:, None]
+        return grad_samples, grad_weights
 
 
 def ms_deform_attn(
@@ -42,25 +124,18 @@ def ms_deform_attn(
         )
     if batch == 0 or queries == 0:
         return value.new_zeros((batch, queries, heads * dim))
-    grids = 2 * sampling_locations - 1
-    samples: List[Tensor] = []
-    for level, ((height, width), level_value) in enumerate(
-        zip(spatial_shapes, value.split(sizes, 1))
-    ):
-        # [B, H*W, M, D] -> [B*M, D, H, W]
-        level_value = level_value.permute(0, 2, 3, 1).reshape(batch * heads, dim, height, width)
-        # [B, Q, M, P, 2] -> [B*M, Q, P, 2]
-        level_grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        samples.append(
-            F.grid_sample(
-                level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False
-            )
-        )
-    # [B*M, D, Q, L*P] x [B*M, 1, Q, L*P]
-    stacked = torch.stack(samples, dim=-2).flatten(-2)
-    weights = attention_weights.transpose(1, 2).reshape(batch * heads, 1, queries, levels * points)
-    output = (stacked * weights).sum(-1).view(batch, heads * dim, queries)
-    return output.transpose(1, 2).contiguous()
+    # [B*M, D, L*P, Q]
+    samples = F.grid_sample(
+        pack_levels(value, spatial_shapes),
+        canvas_grid(sampling_locations, spatial_shapes),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )
+    # [B, Q, M, L, P] -> [B*M, 1, L*P, Q]
+    weights = attention_weights.permute(0, 2, 3, 4, 1).reshape(batch * heads, 1, -1, queries)
+    output = WeightedSampleSum.apply(samples, weights)
+    return output.view(batch, heads * dim, queries).transpose(1, 2).contiguous()
 
 
 class MSDeformAttn(nn.Module):

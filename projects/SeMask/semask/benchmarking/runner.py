@@ -1,0 +1,148 @@
+"""Run benchmark cases: alternating timings in this process, peak memory in fresh processes."""
+
+import json
+import multiprocessing
+import os
+import platform
+from typing import Dict, List, Sequence
+
+import torch
+
+from ..io import atomic_path
+from .subjects import Settings, SubjectSpec, build_subject, subject_info
+from .timing import alternate, peak_rss_mb, summarize
+
+MODES = ("eval", "train")
+
+
+def machine_info(device: str) -> Dict[str, object]:
+    """CPU model, core count, torch version and the accelerator's name."""
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as cpuinfo:
+            names = [line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line]
+        cpu = names[0] if names else cpu
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def measure_memory(spec: SubjectSpec, settings: Settings, mode: str, warmup: int) -> float:
+    """Peak memory in MiB of building ``spec`` and running ``mode`` ``warmup + 1`` times: the
+    process's peak RSS on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA."""
+    torch.set_num_threads(settings.threads)
+    subject = build_subject(spec, settings)
+    cuda = settings.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(settings.device)
+    for _ in range(warmup + 1):
+        subject.infer() if mode == "eval" else subject.train_step()
+    if cuda:
+        return torch.cuda.max_memory_allocated(settings.device) / 2**20
+    return peak_rss_mb()
+
+
+def _memory_child(spec, settings, mode, warmup, queue) -> None:
+    try:
+        queue.put(("ok", measure_memory(spec, settings, mode, warmup)))
+    except BaseException as error:  # reported to the parent, which raises it
+        queue.put(("error", f"{type(error).__name__}: {error}"))
+
+
+def memory_in_fresh_process(spec: SubjectSpec, settings: Settings, mode: str, warmup: int) -> float:
+    """:func:`measure_memory` in a new (spawned) Python process, so the peak is this case's alone,
+    not whatever the measuring process reached before."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(
+        target=_memory_child, args=(spec, settings, mode, warmup, queue), daemon=True
+    )
+    process.start()
+    status, value = queue.get()
+    process.join()
+    if status != "ok":
+        raise RuntimeError(f"memory measurement of {spec.kind} {mode} ({settings.label}): {value}")
+    return value
+
+
+def run_case(
+    specs: Sequence[SubjectSpec],
+    settings: Settings,
+    *,
+    iters: int,
+    warmup: int,
+    modes: Sequence[str] = MODES,
+    memory: bool = True,
+) -> List[Dict[str, object]]:
+    """Time every subject of ``specs`` in each mode, alternating subjects; one result per
+    (subject, mode) with latency (ms), throughput (images/s) and peak memory (MiB)."""
+    torch.set_num_threads(settings.threads)
+    subjects = {spec.kind: build_subject(spec, settings) for spec in specs}
+    device = torch.device(settings.device)
+    results = []
+    for mode in modes:
+        runs = {
+            kind: (subject.infer if mode == "eval" else subject.train_step)
+            for kind, subject in subjects.items()
+        }
+        times = alternate(runs, repeats=iters, warmup=warmup, device=device)
+        for spec in specs:
+            latency = summarize(times[spec.kind])
+            result = {
+                "model": spec.kind,
+                "mode": mode,
+                **settings.__dict__,
+                "case": settings.label,
+                **subject_info(subjects[spec.kind]),
+                "latency_ms": latency,
+                "throughput_img_s": spec.batch / (latency["median"] / 1e3),
+                "peak_memory_mb": None,
+                "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "peak_rss",
+            }
+            if memory:
+                result["peak_memory_mb"] = memory_in_fresh_process(spec, settings, mode, warmup)
+            results.append(result)
+    return results
+
+
+def ratios(results: Sequence[Dict[str, object]], baseline: str) -> List[Dict[str, object]]:
+    """Median latency of each other model over ``baseline``'s, per case and mode."""
+    base = {
+        (r["case"], r["mode"]): r["latency_ms"]["median"] for r in results if r["model"] == baseline
+    }
+    return [
+        {
+            "case": r["case"],
+            "mode": r["mode"],
+            "model": r["model"],
+            "baseline": baseline,
+            "latency_ratio": r["latency_ms"]["median"] / base[(r["case"], r["mode"])],
+        }
+        for r in results
+        if r["model"] != baseline and (r["case"], r["mode"]) in base
+    ]
+
+
+def format_table(results: Sequence[Dict[str, object]]) -> str:
+    """A fixed-width text table of ``results``."""
+    header = (
+        f"{'case':<34} {'model':<7} {'mode':<5} {'median ms':>10} {'min ms':>10} {'max ms':>10} "
+        f"{'img/s':>8} {'peak MiB':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        latency = r["latency_ms"]
+        memory = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
+        lines.append(
+            f"{r['case']:<34} {r['model']:<7} {r['mode']:<5} {latency['median']:>10.1f} "
+            f"{latency['min']:>10.1f} {latency['max']:>10.1f} {r['throughput_img_s']:>8.2f} "
+            f"{memory:>9}"
+        )
+    return "\n".join(lines)
+
+
+def write_report(path: str, report: Dict[str, object]) -> None:
+    """``report`` as indented JSON at ``path``, written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")

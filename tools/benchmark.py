@@ -1,0 +1,130 @@
+#!/usr/bin/env python
+"""Inference latency, throughput, training-step time and peak memory of a SeMask config.
+
+    python tools/benchmark.py --config-file CONFIG [--height 512 --width 512 --batch 1] \\
+        [--iters 5 --warmup 2] [--device cpu|cuda] [--dtype float32 bfloat16 float16] \\
+        [--compile off on] [--channels-last off on] [--threads 1 2] [--modes eval train] \\
+        [--compare-with hf] [--matmul-rate] [--no-memory] [--output FILE.json] [KEY VALUE ...]
+
+Every combination of the listed --dtype / --compile / --channels-last / --threads values is one
+case. In a case the models (this project's, and transformers' Mask2Former Swin-T peer with
+``--compare-with hf``) are built once and measured alternately (A B A B ...): ``eval`` is one
+batch of inference without gradients, ``train`` one forward + backward + optimizer step on a
+synthetic mapper-shaped batch (``image`` + ``sem_seg``). Peak memory is measured in a fresh
+process per model and mode (peak RSS on the CPU, max allocated on CUDA). Trailing KEY VALUE pairs
+override the config (``MODEL.WEIGHTS FILE`` loads weights); after a list option, put ``--`` before
+them. The table is printed; ``--output``
+also writes everything as JSON (see docs/PERFORMANCE.md for the fields).
+"""
+
+import argparse
+import itertools
+import sys
+from typing import Dict, List, Optional
+
+import torch
+
+from semask.benchmarking import Settings, SubjectSpec, format_table, machine_info, run_case
+from semask.benchmarking.hf_peer import PeerUnavailableError, require_transformers
+from semask.benchmarking.runner import MODES, ratios, write_report
+from semask.benchmarking.subjects import DTYPES
+from semask.benchmarking.timing import matmul_rate
+
+ON_OFF = {"on": True, "off": False}
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=5, help="timed runs per model and mode")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before them")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["float32"])
+    parser.add_argument("--compile", nargs="+", choices=sorted(ON_OFF), default=["off"])
+    parser.add_argument("--channels-last", nargs="+", choices=sorted(ON_OFF), default=["off"])
+    parser.add_argument("--threads", nargs="+", type=int, default=[torch.get_num_threads()])
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--compare-with", choices=("hf",), help="also run a peer model")
+    parser.add_argument("--matmul-rate", action="store_true", help="measure matmul GFLOP/s")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--output", help="JSON file to write")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args(argv)
+    args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
+    if min(args.height, args.width) < 32 or args.batch < 1 or args.iters < 1 or args.warmup < 0:
+        parser.error(
+            f"need --height/--width >= 32, --batch >= 1, --iters >= 1, --warmup >= 0; got "
+            f"{args.height} x {args.width}, {args.batch}, {args.iters}, {args.warmup}"
+        )
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+    if args.compare_with == "hf":
+        try:
+            require_transformers()
+        except PeerUnavailableError as error:
+            parser.error(str(error))
+    return args
+
+
+def cases(args: argparse.Namespace) -> List[Settings]:
+    """One :class:`Settings` per combination of the listed options."""
+    return [
+        Settings(args.device, dtype, ON_OFF[compiled], ON_OFF[channels_last], threads)
+        for dtype, compiled, channels_last, threads in itertools.product(
+            args.dtype, args.compile, args.channels_last, args.threads
+        )
+    ]
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
+    """Run every case, print the table (and ratios), write ``--output``; returns the report."""
+    args = parse_args(argv)
+    specs = [
+        SubjectSpec(
+            "semask", args.batch, args.height, args.width, args.config_file, tuple(args.opts)
+        )
+    ]
+    if args.compare_with:
+        specs.append(SubjectSpec(args.compare_with, args.batch, args.height, args.width))
+    report: Dict[str, object] = {
+        "config_file": args.config_file,
+        "opts": args.opts,
+        "machine": machine_info(args.device),
+        "input": {"batch": args.batch, "height": args.height, "width": args.width},
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "results": [],
+    }
+    if args.matmul_rate:
+        report["matmul_gflops"] = {}
+        for threads in sorted(set(args.threads)):
+            torch.set_num_threads(threads)
+            report["matmul_gflops"][str(threads)] = matmul_rate(device=args.device)
+    for settings in cases(args):
+        report["results"] += run_case(
+            specs,
+            settings,
+            iters=args.iters,
+            warmup=args.warmup,
+            modes=args.modes,
+            memory=not args.no_memory,
+        )
+    report["ratios"] = ratios(report["results"], baseline="semask")
+    sys.stdout.write(format_table(report["results"]) + "\n")
+    for ratio in report["ratios"]:
+        sys.stdout.write(
+            f"{ratio['case']} {ratio['mode']}: {ratio['model']} / semask median latency "
+            f"{ratio['latency_ratio']:.2f}\n"
+        )
+    for threads, rate in report.get("matmul_gflops", {}).items():
+        sys.stdout.write(f"matmul 1024x1024 float32, {threads} threads: {rate:.1f} GFLOP/s\n")
+    if args.output:
+        write_report(args.output, report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
