@@ -90,6 +90,10 @@ def test_synthetic_samples_are_mapper_shaped():
     classes = set(labels.unique().tolist()) - {255}
     assert 1 < len(classes) <= 8 and max(classes) < 150
     assert 0.02 < (labels == 255).float().mean() < 0.08
+    instances = sample["instances"]
+    assert instances.gt_classes.tolist() == sorted(classes)
+    for cls, mask in zip(instances.gt_classes, instances.gt_masks.tensor):
+        assert torch.equal(mask, labels == cls)
     with pytest.raises(ValueError, match="num_classes must be >= 1"):
         synthetic_samples(batch=1, height=8, width=8, num_classes=0)
 

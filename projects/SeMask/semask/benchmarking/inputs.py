@@ -4,6 +4,8 @@ from typing import Dict, List
 
 import torch
 
+from ..data.targets import semantic_instances
+
 
 def synthetic_samples(
     *,
@@ -16,8 +18,8 @@ def synthetic_samples(
     block: int = 32,
     seed: int = 0,
 ) -> List[Dict[str, object]]:
-    """``batch`` mapper-shaped dicts: ``image`` uint8 [3, H, W], ``sem_seg`` int64 [H, W] and
-    ``height`` / ``width``.
+    """``batch`` mapper-shaped dicts: ``image`` uint8 [3, H, W], ``sem_seg`` int64 [H, W], the
+    training ``instances`` of ``sem_seg`` (:func:`semantic_instances`) and ``height`` / ``width``.
 
     Each label map holds up to ``classes_per_image`` classes in ``block``-pixel squares (an ADE20K
     image has about eight), with 5% of the pixels set to ``ignore_value``, so the matcher and the
@@ -38,5 +40,13 @@ def synthetic_samples(
         labels = coarse.repeat_interleave(block, 0).repeat_interleave(block, 1)
         labels = labels[:height, :width].contiguous()
         labels[torch.rand((height, width), generator=gen) < 0.05] = ignore_value
-        samples.append({"image": image, "sem_seg": labels, "height": height, "width": width})
+        samples.append(
+            {
+                "image": image,
+                "sem_seg": labels,
+                "instances": semantic_instances(labels, ignore_value),
+                "height": height,
+                "width": width,
+            }
+        )
     return samples
