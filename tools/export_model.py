@@ -14,11 +14,12 @@ import argparse
 import logging
 import statistics
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.utils.logger import setup_logger
 
+from semask.benchmarking import alternate
 from semask.engine import build_cfg
 from semask.export import (
     ExportedSegmenter,
@@ -52,20 +53,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def median_ms(runs: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
-    """Median wall time in milliseconds of each of ``runs`` over ``repeats`` runs, after one
-    warm-up; the runs alternate, so that a change in machine load affects each alike."""
-    times: Dict[str, List[float]] = {name: [] for name in runs}
-    for run in runs.values():
-        run()
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     """Export, check against eager, optionally benchmark; returns the measured numbers."""
     args = parse_args(argv)
@@ -88,7 +75,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     if args.benchmark > 0:
         with torch.no_grad():
             runs = {"eager_ms": lambda: eager(image), "exported_ms": lambda: segmenter(image)}
-            results.update(median_ms(runs, args.benchmark))
+            times = alternate(
+                runs, repeats=args.benchmark, warmup=1, device=torch.device(cfg.MODEL.DEVICE)
+            )
+        results.update({name: statistics.median(t) * 1000 for name, t in times.items()})
     logger.info(
         "wrote %s (%s, %d x %d): %s",
         args.output,
