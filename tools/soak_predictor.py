@@ -9,7 +9,6 @@ and at the end, and the mean time per image size. Example::
 
 import argparse
 import logging
-import resource
 import sys
 import time
 from collections import defaultdict
@@ -20,6 +19,7 @@ import cv2
 import numpy as np
 
 import semask.data  # noqa: F401  (registers the data sets and their metadata)
+from semask.benchmarking.timing import peak_rss_mb
 from semask.engine import build_cfg
 from semask.predictor import SeMaskPredictor
 from semask.visualization import draw_overlay, draw_priors_figure
@@ -63,11 +63,6 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides")
     return parser
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def schedule(args: argparse.Namespace) -> List[Size]:
