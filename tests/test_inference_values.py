@@ -86,3 +86,27 @@ def test_instance_thing_filter_keeps_only_thing_pairs():
     result = instance_inference(MASK_CLS, MASK_PRED, topk=3, thing_ids={2})
     assert result.pred_classes.tolist() == [2]
     assert result.scores.tolist() == pytest.approx([2 / 3 * 13 / 16], rel=1e-5)
+
+
+def _logit(p):
+    return math.log(p / (1 - p))
+
+
+def test_panoptic_overlap_counts_owned_pixels_outside_the_mask():
+    """Mask2Former's ratio: pixels a query owns over its mask's area, owned pixels below 1/2
+    probability included. Query 0 (score 0.95) owns pixel 1 only; query 1 (score 0.9, mask
+    probabilities 0.9 0.9 0.4 0.4) owns pixels 0, 2, 3: 3 owned over a mask of 2 pixels passes
+    0.8, though only pixel 0 is both owned and in its mask (1/2)."""
+    # K = 3: score = e^a / (e^a + 3), so e^a = 57 gives 0.95 and e^a = 27 gives 0.9.
+    mask_cls = torch.tensor([[0.0, math.log(57.0), 0.0, 0.0], [0.0, 0.0, math.log(27.0), 0.0]])
+    mask_pred = torch.tensor(
+        [
+            [_logit(0.1), _logit(0.99), _logit(0.1), _logit(0.1)],
+            [_logit(0.9), _logit(0.9), _logit(0.4), _logit(0.4)],
+        ]
+    )[:, None, :]
+    seg, info = panoptic_inference(
+        mask_cls, mask_pred, object_mask_threshold=0.5, overlap_threshold=0.8, thing_ids={1, 2}
+    )
+    assert seg.tolist() == [[2, 1, 0, 0]]
+    assert [(s["id"], s["category_id"]) for s in info] == [(1, 1), (2, 2)]

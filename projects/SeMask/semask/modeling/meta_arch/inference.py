@@ -83,8 +83,10 @@ def panoptic_inference(
     """Panoptic segmentation from queries: [Q, K+1] class logits, [Q, H, W] mask logits.
 
     Queries predicting "no object" or scoring at most ``object_mask_threshold`` are dropped; each
-    pixel goes to the query with the highest score x mask probability; a query keeps its pixels
-    only if they are more than ``overlap_threshold`` of its own mask. Stuff classes (not in
+    pixel goes to the query with the highest score x mask probability. A query's segment is its
+    owned pixels inside its mask (probability >= 0.5); it is dropped if that is empty or if it
+    owns fewer pixels than ``overlap_threshold`` x its mask's area (Mask2Former's rule: owned
+    pixels outside the mask count too). Stuff classes (not in
     ``thing_ids``) are merged into one segment per class.
 
     Returns:
@@ -105,9 +107,10 @@ def panoptic_inference(
     for k in range(len(labels)):
         category = int(labels[k])
         is_thing = category in thing_ids
-        mask = (owner == k) & (probs[k] >= 0.5)
-        area, original_area = int(mask.sum()), int((probs[k] >= 0.5).sum())
-        if area == 0 or original_area == 0 or area / original_area <= overlap_threshold:
+        owned, in_mask = owner == k, probs[k] >= 0.5
+        mask = owned & in_mask
+        owned_area, mask_area = int(owned.sum()), int(in_mask.sum())
+        if not mask.any() or owned_area / mask_area < overlap_threshold:
             continue
         if not is_thing and category in stuff_segment:
             panoptic_seg[mask] = stuff_segment[category]
