@@ -94,12 +94,13 @@ def test_non_semantic_data_set_is_refused():
         ("INPUT.CROP.SIZE", "(0, 64)", "must be 2 integers >= 1 for INPUT.CROP.TYPE 'absolute'"),
         ("INPUT.CROP.TYPE", "'square'", "must be one of ['relative', 'relative_range', 'abs"),
         ("INPUT.MIN_SIZE_TEST", "-1", "must be an integer >= 0"),
-        ("INPUT.DATASET_MAPPER_NAME", "'panoptic'", "must be one of ['mask_former_semantic', "),
+        ("INPUT.DATASET_MAPPER_NAME", "'panoptic'", "must be one of ['coco_instance_lsj', "),
         (
             "INPUT.DATASET_MAPPER_NAME",
             "'semantic'",
             "gives no 'instances', which SeMaskMaskFormer trains on: must be one of "
-            "['mask_former_semantic']",
+            "['coco_instance_lsj', 'coco_panoptic_lsj', 'mask_former_instance', "
+            "'mask_former_panoptic', 'mask_former_semantic']",
         ),
         ("SOLVER.IMS_PER_BATCH", "0", "must be an integer >= 1 divisible by the number of"),
     ],

@@ -31,16 +31,17 @@ def add_semask_config(cfg: CN) -> None:
 
 
 def _add_input_config(cfg: CN) -> None:
-    # What the training mapper gives besides the image and label map: "mask_former_semantic"
-    # adds "instances" (one mask per class present), which SeMaskMaskFormer trains on;
-    # "semantic" adds nothing (enough for SeMaskFPN). semask.data.mapper.DATASET_MAPPERS.
+    # The training mapper: "mask_former_semantic" gives "instances" (one mask per class present),
+    # which SeMaskMaskFormer trains on; "semantic" gives the label map alone (enough for
+    # SeMaskFPN); "mask_former_panoptic"/"coco_panoptic_lsj" (one mask per segment) and
+    # "mask_former_instance"/"coco_instance_lsj" (one per thing) read panoptic and COCO instance
+    # data sets. semask.data.mapper.DATASET_MAPPERS.
     cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
     # SSD-style photometric distortion during training.
     cfg.INPUT.COLOR_AUG_SSD = False
     # Pad training images/labels to this multiple (-1: no padding).
     cfg.INPUT.SIZE_DIVISIBILITY = -1
-    # Read by nothing; kept so published configs merge (the official COCO configs' large-scale
-    # jitter: output size and scale range).
+    # Large-scale jitter of the "*_lsj" mappers: output size (square) and scale range.
     cfg.INPUT.IMAGE_SIZE = 1024
     cfg.INPUT.MIN_SCALE = 0.1
     cfg.INPUT.MAX_SCALE = 2.0

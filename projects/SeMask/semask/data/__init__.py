@@ -11,6 +11,7 @@ import os
 from .builtin import register_all
 from .folder import FolderDatasetError, register_folder_dataset, register_folder_datasets
 from .image_io import DataError, ImageReadError, read_image, read_label, to_uint8_image
+from .instance_mapper import MaskFormerInstanceDatasetMapper
 from .labels import LabelMapping
 from .mapper import (
     MaskFormerSemanticDatasetMapper,
@@ -18,7 +19,10 @@ from .mapper import (
     build_semantic_augmentations,
     training_bad_samples,
 )
+from .panoptic_mapper import MaskFormerPanopticDatasetMapper
+from .target_mapper import build_lsj_augmentations
 from .targets import sem_seg_to_masks
+from .train_mapper import build_train_mapper
 
 register_all(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
@@ -27,9 +31,13 @@ __all__ = [
     "FolderDatasetError",
     "ImageReadError",
     "LabelMapping",
+    "MaskFormerInstanceDatasetMapper",
+    "MaskFormerPanopticDatasetMapper",
     "MaskFormerSemanticDatasetMapper",
     "SemanticEvalMapper",
+    "build_lsj_augmentations",
     "build_semantic_augmentations",
+    "build_train_mapper",
     "read_image",
     "read_label",
     "register_folder_dataset",

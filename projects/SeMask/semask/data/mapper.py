@@ -1,5 +1,6 @@
 """Dataset mappers for semantic segmentation: training (mask-classification targets) and
-evaluation, both reading with :mod:`semask.data.image_io` and checking every label map."""
+evaluation, both reading with :mod:`semask.data.image_io` and checking every label map; the
+sample checks, padding and bad-sample policy that every training mapper shares."""
 
 import atexit
 import copy
@@ -26,8 +27,14 @@ __all__ = [
     "DATASET_MAPPERS",
     "MaskFormerSemanticDatasetMapper",
     "SemanticEvalMapper",
+    "SEMANTIC_MAPPERS",
     "build_semantic_augmentations",
+    "check_label_size",
+    "pad_to_multiple",
+    "read_checked_image",
     "read_labelled_sample",
+    "skip_or_raise",
+    "train_ignore_label",
     "training_bad_samples",
 ]
 
@@ -38,10 +45,21 @@ IMAGE_PAD_VALUE = 128
 BAD_SAMPLE_POLICIES = ("error", "skip")
 # Offending label values listed in an error message.
 MAX_LISTED_VALUES = 8
-# INPUT.DATASET_MAPPER_NAME -> whether the training mapper adds "instances" (one mask per class
-# present) to "image" and "sem_seg": mask-classification models (SeMaskMaskFormer) train on those
-# instances, per-pixel models (SeMaskFPN) on "sem_seg" alone.
-DATASET_MAPPERS = {"mask_former_semantic": True, "semantic": False}
+# INPUT.DATASET_MAPPER_NAME -> whether the training mapper adds "instances" to "image" and
+# "sem_seg": mask-classification models (SeMaskMaskFormer) train on those instances, per-pixel
+# models (SeMaskFPN) on "sem_seg" alone. Semantic mappers give one instance per class present,
+# panoptic ones one per segment, instance ones one per thing (semask.data.panoptic_mapper);
+# semask.data.train_mapper.build_train_mapper builds the mapper of each name.
+DATASET_MAPPERS = {
+    "mask_former_semantic": True,
+    "semantic": False,
+    "mask_former_panoptic": True,
+    "coco_panoptic_lsj": True,
+    "mask_former_instance": True,
+    "coco_instance_lsj": True,
+}
+# The names MaskFormerSemanticDatasetMapper serves.
+SEMANTIC_MAPPERS = ("mask_former_semantic", "semantic")
 
 
 class BadSampleCounter:
@@ -106,6 +124,29 @@ def check_label_values(
     )
 
 
+def read_checked_image(dataset_dict: Dict[str, Any], image_format: str) -> np.ndarray:
+    """The image uint8 [H, W, 3] of a dataset dict's ``file_name``; raises :class:`DataError`
+    naming the file if it cannot be read or is not of the dict's ``height``/``width``."""
+    image = read_image(dataset_dict["file_name"], format=image_format)
+    try:
+        utils.check_image_size(dataset_dict, image)
+    except utils.SizeMismatchError as error:
+        raise DataError(str(error)) from error
+    return image
+
+
+def check_label_size(
+    label: np.ndarray, label_file: str, image: np.ndarray, image_file: str, kind: str = "label map"
+) -> None:
+    """Raise :class:`DataError` naming both files and sizes if ``label`` [H, W] (a ``kind`` read
+    from ``label_file``) is not of the size of ``image`` [H, W, 3] (read from ``image_file``)."""
+    if label.shape[:2] != image.shape[:2]:
+        raise DataError(
+            f"{kind} {label_file} is {label.shape[1]}x{label.shape[0]} (width x height) but its "
+            f"image {image_file} is {image.shape[1]}x{image.shape[0]}"
+        )
+
+
 def read_labelled_sample(
     dataset_dict: Dict[str, Any], image_format: str, num_classes: int, ignore_label: int
 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -120,21 +161,12 @@ def read_labelled_sample(
     dict's ``height``/``width``, the label map is not of the image's size, or a stored value is
     neither a class id nor unlabelled.
     """
-    image_file = dataset_dict["file_name"]
-    image = read_image(image_file, format=image_format)
-    try:
-        utils.check_image_size(dataset_dict, image)
-    except utils.SizeMismatchError as error:
-        raise DataError(str(error)) from error
+    image = read_checked_image(dataset_dict, image_format)
     label_file = dataset_dict.get("sem_seg_file_name")
     if label_file is None:
         return image, None
     label = read_label(label_file)
-    if label.shape != image.shape[:2]:
-        raise DataError(
-            f"label map {label_file} is {label.shape[1]}x{label.shape[0]} (width x height) but its "
-            f"image {image_file} is {image.shape[1]}x{image.shape[0]}"
-        )
+    check_label_size(label, label_file, image, dataset_dict["file_name"])
     mapping = dataset_dict.get(LABEL_MAPPING_KEY) or LabelMapping(ignore_value=ignore_label)
     check_label_values(label, label_file, num_classes, mapping)
     return image, mapping.apply(label, ignore_label)
@@ -148,10 +180,37 @@ def _check_policy(policy: str) -> str:
     return policy
 
 
+def skip_or_raise(error: DataError, policy: str, counter: BadSampleCounter) -> None:
+    """Handle a bad training sample: raise ``error`` under ``policy`` "error"; under "skip" log
+    it as a warning and count it in ``counter`` (the mapper then returns None, so that
+    detectron2's ``MapDataset`` takes another sample)."""
+    if policy == "error":
+        raise error
+    count = counter.increment()
+    logger.warning(f"skipping bad training sample ({count} so far): {error}")
+
+
+def pad_to_multiple(array: torch.Tensor, size_divisibility: int, value: float) -> torch.Tensor:
+    """``array`` [..., H, W] padded with ``value`` on the bottom/right to the next multiples of
+    ``size_divisibility`` (unchanged if it is <= 0)."""
+    if size_divisibility <= 0:
+        return array
+    height, width = array.shape[-2:]
+    pad = (0, -width % size_divisibility, 0, -height % size_divisibility)
+    return F.pad(array, pad, value=value)
+
+
+def train_ignore_label(cfg: CfgNode) -> int:
+    """The ignore label of the first training set's metadata; ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``
+    for a set that has none (detectron2's instance sets)."""
+    metadata = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+    return metadata.get("ignore_label", cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
+
+
 def build_semantic_augmentations(cfg: CfgNode) -> List[Union[T.Augmentation, T.Transform]]:
     """Official training augmentation: shortest-edge resize, category-aware crop, SSD colour
     jitter, horizontal flip (each as enabled by ``cfg.INPUT``)."""
-    ignore_label = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).ignore_label
+    ignore_label = train_ignore_label(cfg)
     augs: List[Union[T.Augmentation, T.Transform]] = [
         T.ResizeShortestEdge(
             cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
@@ -192,7 +251,8 @@ class MaskFormerSemanticDatasetMapper:
       ``gt_masks`` (:class:`BitMasks`, [N, H, W]), one per class present, classes ascending
       (:func:`semantic_instances`): the targets a mask-classification model trains on.
 
-    ``INPUT.DATASET_MAPPER_NAME`` sets ``with_masks`` (:data:`DATASET_MAPPERS`).
+    ``INPUT.DATASET_MAPPER_NAME`` (one of :data:`SEMANTIC_MAPPERS`) sets ``with_masks``
+    (:data:`DATASET_MAPPERS`).
 
     A bad sample (:class:`DataError`: unreadable file, size mismatch, bad label values) is raised
     under ``bad_sample_policy`` "error"; under "skip" it is logged as a warning, counted in
@@ -230,16 +290,16 @@ class MaskFormerSemanticDatasetMapper:
     @classmethod
     def from_config(cls, cfg: CfgNode, is_train: bool = True) -> Dict[str, Any]:
         mapper_name = cfg.INPUT.DATASET_MAPPER_NAME
-        if mapper_name not in DATASET_MAPPERS:
+        if mapper_name not in SEMANTIC_MAPPERS:
             raise ValueError(
-                f"INPUT.DATASET_MAPPER_NAME must be one of {sorted(DATASET_MAPPERS)}, "
+                f"INPUT.DATASET_MAPPER_NAME must be one of {sorted(SEMANTIC_MAPPERS)}, "
                 f"got {mapper_name!r}"
             )
         return {
             "is_train": is_train,
             "augmentations": build_semantic_augmentations(cfg),
             "image_format": cfg.INPUT.FORMAT,
-            "ignore_label": MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).ignore_label,
+            "ignore_label": train_ignore_label(cfg),
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
             "with_masks": DATASET_MAPPERS[mapper_name],
@@ -259,10 +319,7 @@ class MaskFormerSemanticDatasetMapper:
                 dataset_dict, self.img_format, self.num_classes, self.ignore_label
             )
         except DataError as error:
-            if self.bad_sample_policy == "error":
-                raise
-            count = self.bad_samples.increment()
-            logger.warning(f"skipping bad training sample ({count} so far): {error}")
+            skip_or_raise(error, self.bad_sample_policy, self.bad_samples)
             return None
         dataset_dict = copy.deepcopy(dataset_dict)
         del dataset_dict["sem_seg_file_name"]
@@ -271,14 +328,9 @@ class MaskFormerSemanticDatasetMapper:
         aug_input = T.AugInput(image, sem_seg=label.astype("double"))
         T.AugmentationList(self.tfm_gens)(aug_input)
         image_t = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        image_t = pad_to_multiple(image_t, self.size_divisibility, IMAGE_PAD_VALUE)
         sem_seg_t = torch.as_tensor(aug_input.sem_seg.astype("long"))
-
-        if self.size_divisibility > 0:
-            height, width = sem_seg_t.shape
-            pad_h = -height % self.size_divisibility
-            pad_w = -width % self.size_divisibility
-            image_t = F.pad(image_t, (0, pad_w, 0, pad_h), value=IMAGE_PAD_VALUE)
-            sem_seg_t = F.pad(sem_seg_t, (0, pad_w, 0, pad_h), value=self.ignore_label)
+        sem_seg_t = pad_to_multiple(sem_seg_t, self.size_divisibility, self.ignore_label)
 
         dataset_dict["image"] = image_t
         dataset_dict["sem_seg"] = sem_seg_t

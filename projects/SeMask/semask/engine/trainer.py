@@ -25,7 +25,7 @@ from torch import nn
 from ..checkpoint import SeMaskCheckpointer
 from ..compat import build_fallback_train_loader
 from ..curves import TrainingCurvesHook
-from ..data import MaskFormerSemanticDatasetMapper, SemanticEvalMapper, training_bad_samples
+from ..data import SemanticEvalMapper, build_train_mapper, training_bad_samples
 from ..evaluation import CityscapesSemSegEvaluator, SemSegEvaluator
 from ..modeling.meta_arch import SemanticSegmentorWithTTA
 from ..report import SemSegReportEvaluator
@@ -102,9 +102,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode) -> Any:
-        """Training loader; its skipped bad samples are counted from zero (one run per process)."""
+        """Training loader with the mapper of ``INPUT.DATASET_MAPPER_NAME``
+        (:func:`build_train_mapper`); its skipped bad samples are counted from zero (one run per
+        process)."""
         training_bad_samples().reset()
-        return build_fallback_train_loader(cfg, MaskFormerSemanticDatasetMapper(cfg, True))
+        return build_fallback_train_loader(cfg, build_train_mapper(cfg))
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Any:

@@ -11,6 +11,7 @@ from detectron2.utils import comm
 
 from ..config import config_value
 from ..data.mapper import DATASET_MAPPERS
+from ..data.train_mapper import LSJ_MAPPERS
 from ..modeling.matcher import MASK_LOSSES
 from ..modeling.meta_arch.families import decoder_problems, fork_name_problems, windowing_problems
 from ..modeling.semantic_prior import STAGE_NAMES, effective_key, prior_key_conflicts
@@ -237,10 +238,20 @@ def _check_mask_former(checker: _Checker) -> None:
 
 
 def _check_dataset_mapper(checker: _Checker) -> None:
-    """A known mapper; one that gives ``instances`` for a mask-classification model."""
+    """A known mapper; one that gives ``instances`` for a mask-classification model; for
+    large-scale jitter a target size and a scale range."""
     key = "INPUT.DATASET_MAPPER_NAME"
     if not checker.one_of(key, sorted(DATASET_MAPPERS)):
         return
+    if checker.get(key) in LSJ_MAPPERS:
+        checker.int_at_least("INPUT.IMAGE_SIZE", 1)
+        if checker.check("INPUT.MIN_SCALE", lambda v: _is_number(v) and v > 0, "must be > 0"):
+            min_scale = checker.get("INPUT.MIN_SCALE")
+            checker.check(
+                "INPUT.MAX_SCALE",
+                lambda v: _is_number(v) and v >= min_scale,
+                f"must be >= INPUT.MIN_SCALE ({min_scale})",
+            )
     architecture = checker.get("MODEL.META_ARCHITECTURE")
     if architecture in MASK_FORMER_ARCHITECTURES:
         with_instances = sorted(name for name, masks in DATASET_MAPPERS.items() if masks)
