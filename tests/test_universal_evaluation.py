@@ -11,7 +11,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
-from conftest import semask_cfg
+from conftest import REPO_ROOT, semask_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
@@ -20,10 +20,12 @@ from detectron2.structures import BitMasks, Instances
 from PIL import Image
 
 from semask.data.panoptic_labels import id_to_rgb, semantic_from_segments
-from semask.engine import Trainer
+from semask.engine import ConfigError, Trainer, build_cfg, validate_config
+from semask.engine.num_classes import resolve_num_classes
 from semask.instance_evaluation import THING_METADATA_SUFFIX, ThingInstanceEvaluator
 from semask.report import SemSegReportEvaluator
 
+QUICKSTART = REPO_ROOT / "configs" / "quickstart" / "semask_swin_mask2former_quickstart.yaml"
 HEIGHT, WIDTH = 6, 8
 # COCO-style categories (data set ids not contiguous): contiguous ids sky 0, cat 1, dog 2, so the
 # things are 1 and 2 among all 3 classes (as ADE20K's are spread over its 150).
@@ -435,3 +437,62 @@ def test_test_loader_reads_panoptic_records_without_semantic_labels(data_sets, t
     batches = list(Trainer.build_test_loader(cfg, data_sets["coco_panoptic_no_sem"]))
     assert [b[0]["image"].shape for b in batches] == [(3, HEIGHT, WIDTH)] * 2
     assert all("sem_seg_file_name" not in b[0] for b in batches)
+
+
+def test_instance_data_set_classes_are_its_things(data_sets, tmp_path):
+    cfg = config(tmp_path, instance=True)
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 0
+    cfg.DATASETS.TRAIN = (data_sets["instances"],)
+    resolve_num_classes(cfg)
+    assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 2
+
+
+def quickstart_config(tmp_path, train: str, test: tuple, **outputs):
+    """The quick-start model's config on the fabricated data sets."""
+    cfg = build_cfg(str(QUICKSTART), ["OUTPUT_DIR", str(tmp_path / "output")])
+    cfg.defrost()
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = len(CATEGORIES)
+    for key, on in outputs.items():
+        cfg.MODEL.MASK_FORMER.TEST[f"{key.upper()}_ON"] = on
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (train,), test
+    return cfg
+
+
+def validation_message(cfg) -> str:
+    with pytest.raises(ConfigError) as error:
+        validate_config(cfg)
+    return str(error.value)
+
+
+def test_validation_accepts_panoptic_and_instance_test_sets(data_sets, tmp_path):
+    test = (data_sets["ade20k_panoptic"], data_sets["coco_panoptic_no_sem"])
+    cfg = quickstart_config(tmp_path, data_sets["ade20k_panoptic"], test, panoptic=True)
+    validate_config(cfg)
+
+
+def test_validation_refuses_test_sets_with_nothing_to_score(data_sets, tmp_path):
+    test = (data_sets["instances"], data_sets["lvis"])
+    cfg = quickstart_config(tmp_path, data_sets["ade20k_panoptic"], test, semantic=True)
+    text = validation_message(cfg)
+    assert f"DATASETS.TEST = {data_sets['instances']!r}: data set" in text
+    assert "it needs MODEL.MASK_FORMER.TEST.INSTANCE_ON True" in text
+    assert f"no evaluator for data set {data_sets['lvis']!r} (evaluator_type 'lvis')" in text
+    assert f"data set {data_sets['instances']!r} (DATASETS.TEST) has 2 classes" in text
+
+
+@pytest.mark.parametrize(
+    "opts, expected",
+    [
+        (["MODEL.META_ARCHITECTURE", "SeMaskFPN"], "must be False for SeMaskFPN: only "),
+        (["TEST.AUG.ENABLED", True], "must be False with TEST.AUG.ENABLED"),
+    ],
+)
+def test_panoptic_outputs_need_a_mask_classification_model_without_tta(
+    data_sets, tmp_path, opts, expected
+):
+    name = data_sets["coco_panoptic"]
+    cfg = quickstart_config(tmp_path, name, (name,), panoptic=True, instance=True)
+    cfg.merge_from_list(opts)
+    text = validation_message(cfg)
+    for key in ("PANOPTIC_ON", "INSTANCE_ON"):
+        assert f"MODEL.MASK_FORMER.TEST.{key} = True: {expected}" in text
