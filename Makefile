@@ -14,6 +14,10 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-export.txt pyprojec
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt \
 		-r requirements-export.txt
 	$(BIN)/python tools/install_detectron2.py
+# panopticapi (PQ of COCOPanopticEvaluator): a PyPI repackaging whose metadata wrongly pins
+# numpy<2, hence --no-deps (its real needs are in requirements.txt). With internet access,
+# `pip install git+https://github.com/cocodataset/panopticapi` installs the original instead.
+	$(BIN)/python -m pip install --quiet --no-deps panopticapi-lite
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

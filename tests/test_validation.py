@@ -69,9 +69,13 @@ def test_data_set_checks_can_be_skipped_for_model_only_use():
     validate_config(quickstart("DATASETS.TRAIN", "('not_registered',)"), datasets=False)
 
 
-def test_non_semantic_data_set_is_refused():
+def test_instance_data_set_needs_instance_outputs_and_its_thing_count():
     text = message(quickstart("DATASETS.TEST", "('coco_2017_val',)"))
-    assert "DATASETS.TEST = 'coco_2017_val': data set 'coco_2017_val' has no stuff_classes" in text
+    assert (
+        "DATASETS.TEST = 'coco_2017_val': data set 'coco_2017_val' (evaluator_type 'coco') is "
+        "scored on instances: it needs MODEL.MASK_FORMER.TEST.INSTANCE_ON True" in text
+    )
+    assert "data set 'coco_2017_val' (DATASETS.TEST) has 80 classes" in text
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .validation import ConfigError
+from .validation import ConfigError, dataset_classes, missing_classes
 
 # Value of MODEL.SEM_SEG_HEAD.NUM_CLASSES that stands for the first training set's class count.
 NUM_CLASSES_FROM_DATASET = 0
@@ -12,7 +12,8 @@ KEY = "MODEL.SEM_SEG_HEAD.NUM_CLASSES"
 
 def resolve_num_classes(cfg: CfgNode) -> None:
     """Set ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` of the unfrozen ``cfg`` to the number of
-    ``stuff_classes`` of ``DATASETS.TRAIN[0]`` if it is :data:`NUM_CLASSES_FROM_DATASET`; any
+    classes (:func:`~semask.engine.validation.dataset_classes`: ``stuff_classes``, else
+    ``thing_classes``) of ``DATASETS.TRAIN[0]`` if it is :data:`NUM_CLASSES_FROM_DATASET`; any
     other value is left for :func:`~semask.engine.validate_config` to check against every data
     set. Reads only metadata; raises :class:`ConfigError` naming the key and the data set if there
     is no registered training set with classes."""
@@ -28,11 +29,10 @@ def resolve_num_classes(cfg: CfgNode) -> None:
             "(see datasets/README.md)"
         )
     metadata = MetadataCatalog.get(name)
-    classes = metadata.get("stuff_classes")
+    classes = dataset_classes(metadata)
     if classes is None:
-        error = metadata.get("dataset_error")
-        problem = f"cannot be used: {error}" if error else "has no stuff_classes"
         raise ConfigError(
-            f"invalid config:\n  {prefix}: DATASETS.TRAIN data set {name!r} {problem}"
+            f"invalid config:\n  {prefix}: DATASETS.TRAIN data set {name!r} "
+            f"{missing_classes(metadata)}"
         )
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = len(classes)

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import (
     DefaultTrainer,
     HookBase,
@@ -16,7 +16,7 @@ from detectron2.engine import (
     TrainerBase,
     create_ddp_model,
 )
-from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
+from detectron2.evaluation import DatasetEvaluator
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -26,11 +26,10 @@ from ..checkpoint import SeMaskCheckpointer
 from ..compat import build_fallback_train_loader
 from ..curves import TrainingCurvesHook
 from ..data import SemanticEvalMapper, build_train_mapper, training_bad_samples
-from ..evaluation import CityscapesSemSegEvaluator, SemSegEvaluator
 from ..modeling.meta_arch import SemanticSegmentorWithTTA
-from ..report import SemSegReportEvaluator
 from .amp import FiniteSimpleTrainer, MixedPrecisionTrainer, amp_dtype
 from .bad_samples import BadSampleReport
+from .evaluators import build_evaluators
 from .optim import build_optimizer
 
 
@@ -110,7 +109,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Any:
-        """Inference loader reading as training does, checking label maps (always strict)."""
+        """Inference loader reading as training does, checking the label maps of data sets that
+        have them (always strict); panoptic and instance evaluators read their own ground truth."""
         return build_detection_test_loader(
             cfg, dataset_name, mapper=SemanticEvalMapper(cfg, dataset_name)
         )
@@ -127,29 +127,12 @@ class Trainer(DefaultTrainer):
     def build_evaluator(
         cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
     ) -> DatasetEvaluator:
-        """SemSegEvaluator (with the report of :mod:`semask.report` in ``output_folder/report``
-        if ``TEST.REPORT.ENABLED``), or the official Cityscapes evaluation
-        (:mod:`semask.evaluation`), by the data set's ``evaluator_type``."""
+        """The data set's evaluators by its ``evaluator_type`` and the enabled outputs
+        (:mod:`semask.engine.evaluators`), writing into ``output_folder`` (default
+        ``OUTPUT_DIR/inference``)."""
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
-        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
-        if evaluator_type == "sem_seg" and cfg.TEST.REPORT.ENABLED:
-            evaluator = SemSegReportEvaluator(
-                dataset_name,
-                distributed=True,
-                output_dir=output_folder,
-                num_worst_images=cfg.TEST.REPORT.NUM_WORST_IMAGES,
-            )
-        elif evaluator_type == "sem_seg":
-            evaluator = SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
-        elif evaluator_type == "cityscapes_sem_seg":
-            evaluator = CityscapesSemSegEvaluator(dataset_name)
-        else:
-            raise ValueError(
-                f"no semantic-segmentation evaluator for data set {dataset_name!r} "
-                f"(its evaluator_type is {evaluator_type!r})"
-            )
-        return DatasetEvaluators([evaluator])
+        return build_evaluators(cfg, dataset_name, output_folder)
 
     @classmethod
     def test_with_TTA(cls, cfg: CfgNode, model: nn.Module) -> Dict[str, Any]:

@@ -3,10 +3,11 @@ once, by key, before a model is built or any data is loaded."""
 
 import logging
 from numbers import Integral, Real
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.catalog import Metadata
 from detectron2.utils import comm
 
 from ..config import config_value
@@ -16,6 +17,7 @@ from ..modeling.matcher import MASK_LOSSES
 from ..modeling.meta_arch.families import decoder_problems, fork_name_problems, windowing_problems
 from ..modeling.semantic_prior import STAGE_NAMES, effective_key, prior_key_conflicts
 from .amp import PRECISIONS
+from .evaluators import evaluation_kinds, nothing_to_evaluate
 
 SWIN_BACKBONES = ("D2SeMaskSwinTransformer", "D2SwinTransformer")
 MIT_BACKBONES = ("D2SeMaskMiT",)
@@ -89,7 +91,10 @@ def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
     Checks the class count, the ignore value, the selected backbone's section
     (``MODEL.BACKBONE.NAME``), the mask-former keys, input sizes and the batch size; with
     ``datasets`` also that every data set of ``DATASETS.TRAIN`` and ``DATASETS.TEST`` is
-    registered and has ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` classes (only metadata is read).
+    registered and has ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` classes (:func:`dataset_classes`), and
+    that every test set has an evaluator for the enabled ``MODEL.MASK_FORMER.TEST.*_ON`` outputs
+    (:mod:`semask.engine.evaluators`; only metadata is read). Panoptic and instance outputs need
+    a mask-classification model and no test-time augmentation.
     Names only a published fork's YAML uses are refused, and a mask-classification config must
     have the transformer decoder of its published family
     (:mod:`semask.modeling.meta_arch.families`); windowed stages other than the family's are
@@ -124,6 +129,7 @@ def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
         for problem in windowing_problems(cfg):
             logger.warning(f"{problem} (fine for a model trained so; not for that fork's weights)")
     _check_input(checker)
+    _check_outputs(checker)
     _check_slide(checker)
     _check_solver(checker)
     if datasets and num_classes_ok:
@@ -347,6 +353,49 @@ def _semantic_datasets(registered: Sequence[str]) -> List[str]:
     )
 
 
+def dataset_classes(metadata: Metadata) -> Optional[Sequence[str]]:
+    """The classes a model of the data set predicts: its ``stuff_classes`` (all classes of a
+    semantic or panoptic data set), else its ``thing_classes`` (an instance data set); None if it
+    has neither."""
+    return metadata.get("stuff_classes") or metadata.get("thing_classes")
+
+
+def missing_classes(metadata: Metadata) -> str:
+    """Why a data set without :func:`dataset_classes` cannot be used."""
+    error = metadata.get("dataset_error")
+    return f"cannot be used: {error}" if error else "has neither stuff_classes nor thing_classes"
+
+
+def _check_outputs(checker: _Checker) -> None:
+    """Panoptic and instance outputs need a mask-classification model and whole-image inference
+    without test-time augmentation (which averages semantic scores only)."""
+    test = "MODEL.MASK_FORMER.TEST"
+    architecture = checker.get("MODEL.META_ARCHITECTURE")
+    for key in ("PANOPTIC_ON", "INSTANCE_ON"):
+        if architecture not in MASK_FORMER_ARCHITECTURES:
+            checker.check(
+                f"{test}.{key}",
+                lambda v: not v,
+                f"must be False for {architecture}: only {list(MASK_FORMER_ARCHITECTURES)} give "
+                "panoptic and instance outputs",
+            )
+        if checker.get("TEST.AUG.ENABLED"):
+            checker.check(
+                f"{test}.{key}",
+                lambda v: not v,
+                "must be False with TEST.AUG.ENABLED (test-time augmentation averages semantic "
+                "scores only)",
+            )
+
+
+def _check_evaluation(checker: _Checker, name: str) -> None:
+    """A DATASETS.TEST data set has an evaluator for the enabled outputs (from its metadata:
+    semantic label maps of a panoptic data set are taken to exist)."""
+    evaluator_type = MetadataCatalog.get(name).get("evaluator_type")
+    if not evaluation_kinds(checker.cfg, evaluator_type, semantic_labels=True):
+        checker.fail("DATASETS.TEST", name, nothing_to_evaluate(name, evaluator_type))
+
+
 def _check_datasets(checker: _Checker) -> None:
     num_classes = checker.get("MODEL.SEM_SEG_HEAD.NUM_CLASSES")
     ignore_value = checker.get("MODEL.SEM_SEG_HEAD.IGNORE_VALUE")
@@ -362,11 +411,11 @@ def _check_datasets(checker: _Checker) -> None:
                 )
                 continue
             metadata = MetadataCatalog.get(name)
-            classes = metadata.get("stuff_classes")
+            classes = dataset_classes(metadata)
+            if key == "DATASETS.TEST":
+                _check_evaluation(checker, name)
             if classes is None:
-                error = metadata.get("dataset_error")
-                problem = f"cannot be used: {error}" if error else "has no stuff_classes"
-                checker.fail(key, name, f"data set {name!r} {problem}")
+                checker.fail(key, name, f"data set {name!r} {missing_classes(metadata)}")
             elif len(classes) != num_classes:
                 checker.fail(
                     "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
