@@ -5,6 +5,9 @@
 * ``coco_stuff_10k_sem_seg_{train,test}``: COCO-Stuff-10k, 171 classes.
 * ADE20K-150 (``ade20k_sem_seg_{train,val}``) and Cityscapes (``cityscapes_fine_sem_seg_*``) are
   registered by detectron2 itself; this module only adds the ``stuff_colors`` they lack;
+* COCO panoptic and ADE20K panoptic and instance sets (:mod:`semask.data.panoptic_datasets`):
+  ``coco_2017_{train,val}_panoptic_with_sem_seg``, ``ade20k_panoptic_{train,val}``,
+  ``ade20k_instance_{train,val}``;
 * ``NAME_sem_seg_{train,val}``: every folder data set ``NAME`` (:mod:`semask.data.folder`).
 
 Layouts are described in ``datasets/README.md``.
@@ -23,6 +26,7 @@ from .folder import (
     register_folder_datasets,
     register_sem_seg,
 )
+from .panoptic_datasets import register_all_panoptic
 from .quickstart import QUICKSTART_CLASSES, QUICKSTART_COLORS
 
 COCO_STUFF_STUFF_NAMES = (
@@ -83,6 +87,7 @@ def register_all(root: str) -> None:
     every folder data set there (:mod:`semask.data.folder`)."""
     register_quickstart(root)
     register_coco_stuff_10k(root)
+    register_all_panoptic(root)
     add_missing_colours(
         ["ade20k_sem_seg_train", "ade20k_sem_seg_val"]
         + [f"cityscapes_fine_sem_seg_{split}" for split in ("train", "val", "test")]
