@@ -38,9 +38,13 @@ def _register(root):
 def tiny_opts(data_root, output_dir, max_iter, batch=2):
     """Registers the tiny data set at ``data_root``; the KEY VALUE list of a tiny training run."""
     _register(data_root)
+    datasets = ["DATASETS.TRAIN", f"('{TRAIN}',)", "DATASETS.TEST", f"('{VAL}',)"]
+    return datasets + tiny_model_opts(output_dir, max_iter, batch)
+
+
+def tiny_model_opts(output_dir, max_iter, batch=2):
+    """The KEY VALUE list of a tiny model trained on 64x64 images, without data sets."""
     opts = {
-        "DATASETS.TRAIN": f"('{TRAIN}',)",
-        "DATASETS.TEST": f"('{VAL}',)",
         "MODEL.DEVICE": "cpu",
         "MODEL.SWIN.EMBED_DIM": "16",
         "MODEL.SWIN.DEPTHS": "[1, 1, 1, 1]",
