@@ -3,7 +3,8 @@
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .validation import ConfigError, dataset_classes, missing_classes
+from ..data.metadata import dataset_classes
+from .validation import ConfigError, missing_classes
 
 # Value of MODEL.SEM_SEG_HEAD.NUM_CLASSES that stands for the first training set's class count.
 NUM_CLASSES_FROM_DATASET = 0
@@ -12,7 +13,7 @@ KEY = "MODEL.SEM_SEG_HEAD.NUM_CLASSES"
 
 def resolve_num_classes(cfg: CfgNode) -> None:
     """Set ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` of the unfrozen ``cfg`` to the number of
-    classes (:func:`~semask.engine.validation.dataset_classes`: ``stuff_classes``, else
+    classes (:func:`~semask.data.metadata.dataset_classes`: ``stuff_classes``, else
     ``thing_classes``) of ``DATASETS.TRAIN[0]`` if it is :data:`NUM_CLASSES_FROM_DATASET`; any
     other value is left for :func:`~semask.engine.validate_config` to check against every data
     set. Reads only metadata; raises :class:`ConfigError` naming the key and the data set if there

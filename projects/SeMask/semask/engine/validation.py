@@ -3,7 +3,7 @@ once, by key, before a model is built or any data is loaded."""
 
 import logging
 from numbers import Integral, Real
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Sequence
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -12,6 +12,7 @@ from detectron2.utils import comm
 
 from ..config import config_value
 from ..data.mapper import DATASET_MAPPERS
+from ..data.metadata import dataset_classes
 from ..data.train_mapper import LSJ_MAPPERS
 from ..modeling.matcher import MASK_LOSSES
 from ..modeling.meta_arch.families import decoder_problems, fork_name_problems, windowing_problems
@@ -351,13 +352,6 @@ def _semantic_datasets(registered: Sequence[str]) -> List[str]:
         for name in registered
         if MetadataCatalog.get(name).get("evaluator_type") in SEMANTIC_EVALUATORS
     )
-
-
-def dataset_classes(metadata: Metadata) -> Optional[Sequence[str]]:
-    """The classes a model of the data set predicts: its ``stuff_classes`` (all classes of a
-    semantic or panoptic data set), else its ``thing_classes`` (an instance data set); None if it
-    has neither."""
-    return metadata.get("stuff_classes") or metadata.get("thing_classes")
 
 
 def missing_classes(metadata: Metadata) -> str:
