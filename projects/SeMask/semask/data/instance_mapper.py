@@ -143,7 +143,7 @@ class MaskFormerInstanceDatasetMapper(MaskTargetMapper):
         size = image_t.shape[1:]
         masks_t = torch.zeros((len(masks), *size), dtype=torch.bool)
         for index, mask in enumerate(masks):
-            mask = np.ascontiguousarray(transforms.apply_segmentation(mask.astype(np.uint8)))
+            mask = np.array(transforms.apply_segmentation(mask.astype(np.uint8)))
             mask = torch.from_numpy(mask)
             masks_t[index] = pad_to_multiple(mask, self.size_divisibility, 0).bool()
         sem_seg = semantic_from_masks(masks_t.numpy(), classes, self.ignore_label)

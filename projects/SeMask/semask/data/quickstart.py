@@ -12,6 +12,10 @@ random for every object and every background, so no class can be recognised by i
 The files are a folder data set (:mod:`semask.data.folder`): ``classes.txt``, ``dataset.yaml``
 (colours), ``images/{training,validation}/*.jpg`` and ``annotations/{training,validation}/*.png``
 (class ids 0..6, already 0-based).
+
+The drawing functions (:func:`background`, :func:`shape_mask`, :func:`blob_mask`,
+:func:`texture`, :func:`shadow_of`) also draw the panoptic flavour
+(:mod:`semask.data.quickstart_panoptic`); a ``kind`` is a class id of ``QUICKSTART_CLASSES``.
 """
 
 import os
@@ -46,12 +50,12 @@ QUICKSTART_COLORS: Tuple[Tuple[int, int, int], ...] = (
 SPLITS: Dict[str, str] = {"training": "train", "validation": "val"}
 # Default size of the data set: images per split and image side in pixels.
 NUM_TRAIN, NUM_VAL, IMAGE_SIZE = 800, 100, 96
-_BACKGROUND, _DISC, _BOX, _TRIANGLE, _STRIPES, _CHECKER, _SHADOW = range(7)
-_SHAPES = (_DISC, _BOX, _TRIANGLE)
-_OBJECT_CLASSES = (_DISC, _BOX, _TRIANGLE, _STRIPES, _CHECKER)
+BACKGROUND, DISC, BOX, TRIANGLE, STRIPES, CHECKER, SHADOW = range(7)
+SHAPES = (DISC, BOX, TRIANGLE)
+OBJECT_CLASSES = (DISC, BOX, TRIANGLE, STRIPES, CHECKER)
 
 
-def _random_colour(rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
+def random_colour(rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
     """A random RGB colour at least 80 (L2) from ``avoid``, as float32 [3]."""
     while True:
         colour = rng.uniform(0, 255, size=3).astype(np.float32)
@@ -59,7 +63,7 @@ def _random_colour(rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
             return colour
 
 
-def _background(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarray]:
+def background(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarray]:
     """A smooth random-coloured background: (image float32 [size, size, 3], mean colour [3])."""
     base = rng.uniform(40, 215, size=3).astype(np.float32)
     coarse = rng.normal(0, 18, size=(4, 4, 3)).astype(np.float32)
@@ -67,14 +71,14 @@ def _background(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.nda
     return base + variation, base
 
 
-def _shape_mask(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
+def shape_mask(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
     """A bool [size, size] mask of one disc, box or triangle at a random place and scale."""
     mask = np.zeros((size, size), np.uint8)
     extent = rng.uniform(0.12, 0.22) * size
     cx, cy = rng.uniform(extent, size - extent, size=2)
-    if kind == _DISC:
+    if kind == DISC:
         cv2.circle(mask, (int(cx), int(cy)), int(extent), 1, thickness=-1)
-    elif kind == _BOX:
+    elif kind == BOX:
         half_w, half_h = extent * rng.uniform(0.7, 1.0, size=2)
         corners = [(cx - half_w, cy - half_h), (cx + half_w, cy + half_h)]
         (x0, y0), (x1, y1) = np.round(corners).astype(int)
@@ -89,7 +93,7 @@ def _shape_mask(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
     return mask.astype(bool)
 
 
-def _blob_mask(rng: np.random.Generator, size: int) -> np.ndarray:
+def blob_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     """A bool [size, size] mask of an irregular blob (a few overlapping ellipses)."""
     mask = np.zeros((size, size), np.uint8)
     cx, cy = rng.uniform(0.25 * size, 0.75 * size, size=2)
@@ -100,13 +104,13 @@ def _blob_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     return mask.astype(bool)
 
 
-def _texture(rng: np.random.Generator, kind: int, size: int, avoid: np.ndarray) -> np.ndarray:
+def texture(rng: np.random.Generator, kind: int, size: int, avoid: np.ndarray) -> np.ndarray:
     """Float32 [size, size, 3] stripes or checkerboard in two random colours."""
-    first = _random_colour(rng, avoid)
-    second = _random_colour(rng, first)
+    first = random_colour(rng, avoid)
+    second = random_colour(rng, first)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
     period = rng.uniform(0.08, 0.125) * size
-    if kind == _STRIPES:
+    if kind == STRIPES:
         angle = rng.uniform(0, np.pi)
         pattern = np.sin((xs * np.cos(angle) + ys * np.sin(angle)) * 2 * np.pi / period) > 0
     else:
@@ -114,7 +118,12 @@ def _texture(rng: np.random.Generator, kind: int, size: int, avoid: np.ndarray) 
     return np.where(pattern[..., None], first, second)
 
 
-def _shadow_of(mask: np.ndarray, offset: int) -> np.ndarray:
+def shadow_offset(size: int) -> int:
+    """How far (pixels, down and right) shapes cast their shadow in a ``size`` image."""
+    return max(2, size // 16)
+
+
+def shadow_of(mask: np.ndarray, offset: int) -> np.ndarray:
     """Bool mask of the shadow ``mask`` casts ``offset`` pixels down and to the right."""
     shadow = np.zeros_like(mask)
     shadow[offset:, offset:] = mask[:-offset, :-offset]
@@ -127,15 +136,15 @@ def make_sample(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.nda
     Objects (with their shadows) do not overlap: an object that finds no free place in a few
     tries is left out.
     """
-    image, base = _background(rng, size)
-    labels = np.full((size, size), _BACKGROUND, np.uint8)
-    shadow_offset = max(2, size // 16)
+    image, base = background(rng, size)
+    labels = np.full((size, size), BACKGROUND, np.uint8)
+    offset = shadow_offset(size)
     occupied = np.zeros((size, size), bool)
-    for kind in rng.choice(_OBJECT_CLASSES, size=int(rng.integers(2, 5))):
+    for kind in rng.choice(OBJECT_CLASSES, size=int(rng.integers(2, 5))):
         for _ in range(10):
-            is_shape = kind in _SHAPES
-            mask = _shape_mask(rng, kind, size) if is_shape else _blob_mask(rng, size)
-            shadow = _shadow_of(mask, shadow_offset) if is_shape else np.zeros_like(mask)
+            is_shape = kind in SHAPES
+            mask = shape_mask(rng, kind, size) if is_shape else blob_mask(rng, size)
+            shadow = shadow_of(mask, offset) if is_shape else np.zeros_like(mask)
             if not ((mask | shadow) & occupied).any():
                 break
         else:
@@ -143,11 +152,11 @@ def make_sample(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.nda
         occupied |= cv2.dilate((mask | shadow).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         if is_shape:
             image[shadow] *= 0.55
-            labels[shadow] = _SHADOW
-            fill = _random_colour(rng, base)
+            labels[shadow] = SHADOW
+            fill = random_colour(rng, base)
             image[mask] = fill + rng.normal(0, 6, size=(int(mask.sum()), 3))
         else:
-            image[mask] = _texture(rng, kind, size, base)[mask]
+            image[mask] = texture(rng, kind, size, base)[mask]
         labels[mask] = kind
     image += rng.normal(0, 5, size=image.shape)
     return np.clip(image, 0, 255).astype(np.uint8), labels
