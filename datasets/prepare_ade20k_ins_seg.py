@@ -9,9 +9,7 @@ thing classes, masks are RLE, ``iscrowd`` 0).
     python datasets/prepare_ade20k_ins_seg.py [--root DIR] [--workers N]
 """
 
-import argparse
 import itertools
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -26,7 +24,7 @@ from semask.data.ade20k_annotations import (
     split_samples,
 )
 from semask.data.ade20k_categories import ade20k_instance_categories
-from semask.data.conversion import default_workers, mask_bbox, progress_map, write_json
+from semask.data.conversion import mask_bbox, progress_map, run_preparation, write_json
 from semask.data.panoptic_datasets import ADE20K_ROOT, ADE20K_SPLITS
 
 
@@ -75,13 +73,5 @@ def prepare_ade20k_instances(root: Path, workers: int = 1) -> int:
     return written
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
-    parser.add_argument("--workers", type=int, default=default_workers())
-    args = parser.parse_args()
-    prepare_ade20k_instances(Path(args.root), args.workers)
-
-
 if __name__ == "__main__":
-    main()
+    run_preparation(prepare_ade20k_instances, __doc__.splitlines()[0])

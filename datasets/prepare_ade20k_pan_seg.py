@@ -14,9 +14,7 @@ those of the written PNG: a stuff segment that the instances cover entirely is l
     python datasets/prepare_ade20k_pan_seg.py [--root DIR] [--workers N]
 """
 
-import argparse
 import functools
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -33,7 +31,7 @@ from semask.data.ade20k_annotations import (
     split_samples,
 )
 from semask.data.ade20k_categories import ADE20K_THING_IDS, ade20k_panoptic_categories
-from semask.data.conversion import default_workers, mask_bbox, progress_map, write_json
+from semask.data.conversion import mask_bbox, progress_map, run_preparation, write_json
 from semask.data.panoptic_datasets import ADE20K_ROOT, ADE20K_SPLITS
 from semask.data.panoptic_labels import id_to_rgb
 from semask.io import atomic_path
@@ -112,13 +110,5 @@ def prepare_ade20k_panoptic(root: Path, workers: int = 1) -> int:
     return written
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
-    parser.add_argument("--workers", type=int, default=default_workers())
-    args = parser.parse_args()
-    prepare_ade20k_panoptic(Path(args.root), args.workers)
-
-
 if __name__ == "__main__":
-    main()
+    run_preparation(prepare_ade20k_panoptic, __doc__.splitlines()[0])

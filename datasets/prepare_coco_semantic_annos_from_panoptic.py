@@ -10,15 +10,13 @@ included, and 255 for void pixels.
     python datasets/prepare_coco_semantic_annos_from_panoptic.py [--root DIR] [--workers N]
 """
 
-import argparse
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from PIL import Image
 
-from semask.data.conversion import default_workers, progress_map
+from semask.data.conversion import progress_map, run_preparation
 from semask.data.image_io import read_image
 from semask.data.panoptic_datasets import COCO_SPLITS, panoptic_annotations
 from semask.data.panoptic_labels import rgb_to_id, semantic_from_segments
@@ -77,13 +75,5 @@ def prepare_coco_panoptic_semantic(root: Path, workers: int = 1) -> int:
     return written
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
-    parser.add_argument("--workers", type=int, default=default_workers())
-    args = parser.parse_args()
-    prepare_coco_panoptic_semantic(Path(args.root), args.workers)
-
-
 if __name__ == "__main__":
-    main()
+    run_preparation(prepare_coco_panoptic_semantic, __doc__.splitlines()[0])

@@ -1,9 +1,11 @@
 """Helpers shared by the panoptic and instance preparation scripts (``datasets/prepare_*.py``):
 a map over worker processes with a progress bar, segment boxes and atomic JSON writes."""
 
+import argparse
 import json
 import multiprocessing
 import os
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, List, Sequence, TypeVar
 
 import numpy as np
@@ -51,3 +53,13 @@ def write_json(path: os.PathLike, content: Any) -> None:
     """Write ``content`` as JSON to ``path`` atomically."""
     with atomic_open(path, "w", encoding="utf-8") as file:
         json.dump(content, file)
+
+
+def run_preparation(prepare: Callable[[Path, int], Any], description: str) -> None:
+    """The command line of a preparation script: ``--root`` (the data set root, default
+    ``$DETECTRON2_DATASETS`` or ``datasets``) and ``--workers``; runs ``prepare(root, workers)``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"))
+    parser.add_argument("--workers", type=int, default=default_workers())
+    args = parser.parse_args()
+    prepare(Path(args.root), args.workers)
