@@ -1,7 +1,8 @@
 """Registration of SeMask's data sets in detectron2's catalogs, under ``$DETECTRON2_DATASETS``.
 
 * ``quickstart_sem_seg_{train,val}``: the generated quick-start set (:mod:`semask.data.quickstart`),
-  a folder data set;
+  a folder data set; ``quickstart_panoptic_{train,val}``, its panoptic flavour
+  (:mod:`semask.data.quickstart_panoptic`);
 * ``coco_stuff_10k_sem_seg_{train,test}``: COCO-Stuff-10k, 171 classes.
 * ADE20K-150 (``ade20k_sem_seg_{train,val}``) and Cityscapes (``cityscapes_fine_sem_seg_*``) are
   registered by detectron2 itself; this module only adds the ``stuff_colors`` they lack;
@@ -28,6 +29,7 @@ from .folder import (
 )
 from .panoptic_datasets import register_all_panoptic
 from .quickstart import QUICKSTART_CLASSES, QUICKSTART_COLORS
+from .quickstart_panoptic import register_quickstart_panoptic
 
 COCO_STUFF_STUFF_NAMES = (
     "banner blanket branch bridge building-other bush cabinet cage cardboard carpet ceiling-other "
@@ -86,6 +88,7 @@ def register_all(root: str) -> None:
     """Register every SeMask data set under ``root`` (normally ``$DETECTRON2_DATASETS``), then
     every folder data set there (:mod:`semask.data.folder`)."""
     register_quickstart(root)
+    register_quickstart_panoptic(root)
     register_coco_stuff_10k(root)
     register_all_panoptic(root)
     add_missing_colours(

@@ -5,7 +5,7 @@ with every shape its own instance, in the COCO panoptic layout.
   They are placed at random, so they touch and overlap: a later shape is drawn over an earlier
   one, which stays at least half visible. Every shape has its own random colour.
 * stuff, one segment per class and image: ``background``; ``stripes`` and ``checker`` (at most
-  one blob each, which shapes may cover); ``shadow``, cast by all the shapes together onto the
+  one blob each, at least half visible); ``shadow``, cast by all the shapes together onto the
   stuff below them. Every pixel belongs to a segment (no void, no crowd).
 
 Contiguous category ids put things first (``PANOPTIC_CLASSES``), so that a thing's contiguous
@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..io import atomic_open, atomic_path
+from .panoptic_datasets import register_panoptic
 from .panoptic_labels import id_to_rgb, semantic_from_segments
 from .quickstart import (
     BACKGROUND,
@@ -49,6 +50,8 @@ from .quickstart import (
     texture,
 )
 
+# Folder of the data set under the data root, and prefix of its registered names.
+QUICKSTART_PANOPTIC = "quickstart_panoptic"
 PANOPTIC_THINGS: Tuple[str, ...] = ("disc", "box", "triangle")
 PANOPTIC_CLASSES: Tuple[str, ...] = PANOPTIC_THINGS + ("background", "stripes", "checker", "shadow")
 # COCO panoptic categories: dataset id, name, isthing, colour (that of the semantic flavour).
@@ -94,23 +97,28 @@ def split_layout(root: os.PathLike, split: str) -> PanopticSplit:
     )
 
 
-def _place_shapes(rng: np.random.Generator, size: int) -> List[Tuple[int, np.ndarray]]:
+def _place_shapes(
+    rng: np.random.Generator, size: int, below: List[np.ndarray]
+) -> List[Tuple[int, np.ndarray]]:
     """(kind, bool [size, size] mask) of the shapes of one image, in drawing order.
 
-    A shape is kept only if every shape drawn before it stays at least ``MIN_VISIBLE`` visible.
+    A shape is kept only if the blobs ``below`` and every shape drawn before it stay at least
+    ``MIN_VISIBLE`` visible.
     """
     shapes: List[Tuple[int, np.ndarray]] = []
-    visible: List[np.ndarray] = []
+    drawn = list(below)
+    visible = list(below)
     for kind in rng.choice(SHAPES, size=int(rng.integers(*SHAPES_PER_IMAGE))):
         for _ in range(PLACEMENT_TRIES):
             mask = shape_mask(rng, kind, size)
             if all(
                 (seen & ~mask).sum() >= MIN_VISIBLE * full.sum()
-                for (_, full), seen in zip(shapes, visible)
+                for full, seen in zip(drawn, visible)
             ):
                 break
         else:
             continue
+        drawn.append(mask)
         visible = [seen & ~mask for seen in visible] + [mask]
         shapes.append((int(kind), mask))
     return shapes
@@ -133,7 +141,7 @@ def make_panoptic_sample(
             mask = blob_mask(rng, size)
             image[mask] = texture(rng, kind, size, base)[mask]
             layers.append((kind, mask))
-    shapes = _place_shapes(rng, size)
+    shapes = _place_shapes(rng, size, [mask for _, mask in layers[1:]])
     things = np.zeros((size, size), bool)
     for _, mask in shapes:
         things |= mask
@@ -203,7 +211,7 @@ def generate_panoptic(
             for index in range(count):
                 rng = np.random.default_rng([seed, split_index, index])
                 image, segment_ids, segments_info = make_panoptic_sample(rng, size)
-                name = f"quickstart_panoptic_{SPLITS[split]}_{index:05d}"
+                name = f"{QUICKSTART_PANOPTIC}_{SPLITS[split]}_{index:05d}"
                 semantic = semantic_from_segments(segment_ids, segments_info)
                 with atomic_path(layout.image_dir / f"{name}.jpg") as tmp:
                     cv2.imwrite(str(tmp), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -243,8 +251,28 @@ def is_panoptic_generated(
         layout = split_layout(root, split)
         if not layout.panoptic_json.is_file():
             return False
-        folders = ((layout.image_dir, "jpg"), (layout.panoptic_dir, "png"))
-        for folder, ext in folders + ((layout.semantic_dir, "png"),):
+        files = (
+            (layout.image_dir, "jpg"),
+            (layout.panoptic_dir, "png"),
+            (layout.semantic_dir, "png"),
+        )
+        for folder, ext in files:
             if len(list(folder.glob(f"*.{ext}"))) != count:
                 return False
     return True
+
+
+def register_quickstart_panoptic(root: str) -> None:
+    """Register ``quickstart_panoptic_{train,val}`` from ``root/quickstart_panoptic``
+    (:func:`~semask.data.panoptic_datasets.register_panoptic`, with semantic maps); nothing is
+    read until a data set is used."""
+    for split, short in SPLITS.items():
+        layout = split_layout(os.path.join(root, QUICKSTART_PANOPTIC), split)
+        register_panoptic(
+            f"{QUICKSTART_PANOPTIC}_{short}",
+            image_root=str(layout.image_dir),
+            panoptic_root=str(layout.panoptic_dir),
+            panoptic_json=str(layout.panoptic_json),
+            sem_seg_root=str(layout.semantic_dir),
+            categories=PANOPTIC_CATEGORIES,
+        )
