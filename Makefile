@@ -35,6 +35,8 @@ test-fast: env
 
 # The README's main command: generate the quick-start data set if absent, train a small SeMask
 # model on it on the CPU, evaluate, and write visualisations (see tools/quickstart.py).
+# TASK=panoptic trains on the panoptic flavour and reports PQ, SQ, RQ and mIoU.
+TASK ?= semantic
 .PHONY: quickstart
 quickstart: env
-	$(BIN)/python tools/quickstart.py
+	$(BIN)/python tools/quickstart.py --task $(TASK)

@@ -1,15 +1,22 @@
 """The panoptic quick-start: its generator (COCO panoptic layout, JSON, PNGs and semantic maps
-that agree pixel by pixel, instances), its registration and config."""
+that agree pixel by pixel, instances), its registration and config, and the --task option of
+tools/quickstart.py."""
 
+import dataclasses
 import hashlib
 import json
 import os
+import sys
+from functools import partial
 
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import REPO_ROOT
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.events import EventStorage
+from test_train_e2e import tiny_model_opts
 
 from semask.data.panoptic_labels import rgb_to_id
 from semask.data.quickstart import QUICKSTART_COLORS
@@ -27,6 +34,9 @@ from semask.data.quickstart_panoptic import (
 )
 from semask.engine import build_cfg
 from semask.engine.validation import validate_config
+
+sys.path.insert(0, str(REPO_ROOT / "tools"))
+import quickstart as quickstart_tool  # noqa: E402
 
 PANOPTIC_CONFIG = (
     REPO_ROOT / "configs" / "quickstart" / "semask_swin_mask2former_quickstart_panoptic.yaml"
@@ -214,3 +224,103 @@ def test_panoptic_config_trains_on_the_registered_sets():
     assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == len(PANOPTIC_CLASSES)
     test = cfg.MODEL.MASK_FORMER.TEST
     assert test.PANOPTIC_ON and test.SEMANTIC_ON and not test.INSTANCE_ON
+
+
+@pytest.mark.parametrize("task", ["semantic", "panoptic"])
+def test_task_option_picks_the_config(task):
+    args = quickstart_tool.parse_args(["--task", task, "SOLVER.MAX_ITER", "5"])
+    assert args.task == task and args.opts == ["SOLVER.MAX_ITER", "5"]
+    assert args.config_file == str(quickstart_tool.TASKS[task].config)
+    assert quickstart_tool.TASKS[task].config.is_file()
+
+
+def test_task_option_defaults_to_semantic_and_keeps_an_explicit_config():
+    args = quickstart_tool.parse_args([])
+    assert args.task == "semantic" and args.config_file.endswith("_quickstart.yaml")
+    args = quickstart_tool.parse_args(["--task", "panoptic", "--config-file", "mine.yaml"])
+    assert args.config_file == "mine.yaml"
+
+
+def test_task_option_rejects_an_unknown_task(capsys):
+    with pytest.raises(SystemExit):
+        quickstart_tool.parse_args(["--task", "instance"])
+    assert "invalid choice: 'instance'" in capsys.readouterr().err
+
+
+def test_panoptic_panels_draw_image_truth_and_prediction(registered):
+    record = DatasetCatalog.get(NAMES[1])[0]
+    truth = rgb_to_id(_read_rgb(record["pan_seg_file_name"]))
+    output = {"panoptic_seg": (torch.from_numpy(truth), [dict(s) for s in record["segments_info"]])}
+    panels = quickstart_tool.panoptic_panels(record, output, MetadataCatalog.get(NAMES[1]))
+    size = 64 * quickstart_tool.VIS_SCALE
+    assert [panel.shape for panel in panels] == [(size, size, 3)] * 3
+    image = panels[0].astype(np.int64)
+    assert all(np.abs(panel.astype(np.int64) - image).mean() > 5 for panel in panels[1:])
+
+
+class _Trainer:
+    def __init__(self, storage):
+        self.storage = storage
+
+
+def _evaluation_storage(panoptic: bool) -> EventStorage:
+    """The scalars a training run leaves after its final evaluation."""
+    with EventStorage(0) as storage:
+        storage.put_scalars(total_loss=1.0, lr=0.1)
+        semantic = {"mIoU": 60.0, "pACC": 90.0, "fwIoU": 55.0, "IoU-disc": 70.0, "IoU-box": 50.0}
+        storage.put_scalars(**{f"sem_seg/{k}": v for k, v in semantic.items()})
+        if panoptic:
+            for suffix, offset in (("", 0.0), ("_th", 1.0), ("_st", 2.0)):
+                values = {"PQ": 40.0, "SQ": 80.0, "RQ": 50.0}
+                storage.put_scalars(
+                    **{f"panoptic_seg/{k}{suffix}": v + offset for k, v in values.items()}
+                )
+    return storage
+
+
+def test_summary_has_pq_sq_rq_of_things_and_stuff_and_miou():
+    results = quickstart_tool.evaluation_results(_Trainer(_evaluation_storage(panoptic=True)))
+    assert quickstart_tool.summarize(results) == {
+        "PQ": 40.0,
+        "SQ": 80.0,
+        "RQ": 50.0,
+        "things": {"PQ": 41.0, "SQ": 81.0, "RQ": 51.0},
+        "stuff": {"PQ": 42.0, "SQ": 82.0, "RQ": 52.0},
+        "mIoU": 60.0,
+        "pixel_accuracy": 90.0,
+        "per_class_IoU": {"disc": 70.0, "box": 50.0},
+    }
+
+
+def test_semantic_summary_has_no_panoptic_quality():
+    results = quickstart_tool.evaluation_results(_Trainer(_evaluation_storage(panoptic=False)))
+    assert set(results) == {"sem_seg"}
+    summary = quickstart_tool.summarize(results)
+    assert set(summary) == {"mIoU", "pixel_accuracy", "per_class_IoU"}
+
+
+@pytest.mark.slow
+def test_panoptic_quickstart_runs_end_to_end(registered, tmp_path, monkeypatch, capsys):
+    """Two iterations of a tiny model through tools/quickstart.py --task panoptic."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(registered))
+    task = quickstart_tool.TASKS["panoptic"]
+    is_generated = partial(is_panoptic_generated, num_train=12, num_val=4)
+    monkeypatch.setitem(
+        quickstart_tool.TASKS, "panoptic", dataclasses.replace(task, is_generated=is_generated)
+    )
+    output_dir = tmp_path / "out"
+    opts = tiny_model_opts(output_dir, 2) + ["TEST.REPORT.ENABLED", "False"]
+    threads = torch.get_num_threads()
+    try:
+        quickstart_tool.main(
+            ["--task", "panoptic", "--num-processes", "1", "--num-vis", "2", *opts]
+        )
+    finally:
+        torch.set_num_threads(threads)  # the tool's process runs single-threaded
+    summary = json.loads((output_dir / "quickstart_results.json").read_text())
+    assert {"PQ", "SQ", "RQ", "things", "stuff", "mIoU", "per_class_IoU"} <= set(summary)
+    assert all(0 <= summary[group]["PQ"] <= 100 for group in ("things", "stuff"))
+    assert set(summary["per_class_IoU"]) == set(PANOPTIC_CLASSES)
+    assert len(list((output_dir / "visualizations").glob("*.png"))) == 2
+    printed = capsys.readouterr().out
+    assert "SeMask panoptic quick-start finished" in printed and "things  PQ" in printed
