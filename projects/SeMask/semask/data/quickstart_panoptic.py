@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..io import atomic_open, atomic_path
+from .conversion import mask_bbox
 from .panoptic_datasets import register_panoptic
 from .panoptic_labels import id_to_rgb, semantic_from_segments
 from .quickstart import (
@@ -175,14 +176,13 @@ def segment_annotation(segment_ids: np.ndarray, segment: Dict[str, Any]) -> Dict
     """The COCO panoptic ``segments_info`` entry of ``segment`` (contiguous ``category_id``):
     dataset ``category_id``, ``iscrowd`` 0, ``area`` in pixels and ``bbox`` [x, y, w, h] of its
     pixels in ``segment_ids`` [H, W]."""
-    ys, xs = np.nonzero(segment_ids == segment["id"])
-    x0, y0 = int(xs.min()), int(ys.min())
+    mask = segment_ids == segment["id"]
     return {
         "id": int(segment["id"]),
         "category_id": PANOPTIC_CATEGORIES[segment["category_id"]]["id"],
         "iscrowd": 0,
-        "area": int(len(xs)),
-        "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
+        "area": int(mask.sum()),
+        "bbox": mask_bbox(mask),
     }
 
 
