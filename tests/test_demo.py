@@ -275,11 +275,16 @@ def test_every_config_sets_up_with_its_data_set_classes(config, caplog):
     args = demo.parse_args(["--config-file", str(config), "--input", "x.png"])
     cfg = build_cfg(args.config_file, args.opts)
     caplog.clear()
+    test = cfg.MODEL.MASK_FORMER.TEST
     with caplog.at_level(logging.WARNING):
-        metadata = resolve_metadata(cfg.DATASETS.TEST[0], cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+        metadata = resolve_metadata(
+            cfg.DATASETS.TEST[0], cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, panoptic=test.PANOPTIC_ON
+        )
     assert caplog.text == ""
     assert len(metadata.stuff_classes) == len(metadata.stuff_colors)
     assert len(metadata.stuff_classes) == cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    if test.PANOPTIC_ON or test.INSTANCE_ON:
+        assert 0 < len(metadata.thing_classes) == len(metadata.thing_colors)
 
 
 def test_semantic_fpn_config_draws_its_priors(image_dir, tmp_path):
