@@ -6,6 +6,8 @@ Examples::
         --input "images/*.jpg" --output out/ --show-priors --save-labels \
         MODEL.WEIGHTS output/quickstart/model_final.pth
     python demo/demo.py --config-file CONFIG --video-input clip.mp4 --output out/ MODEL.WEIGHTS W
+    python demo/demo.py --config-file configs/coco/panoptic-segmentation/CONFIG.yaml \
+        --input image.jpg --output out/ --task instance --confidence-threshold 0.7 MODEL.WEIGHTS W
 """
 
 import argparse
@@ -20,6 +22,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from detectron2.config import CfgNode
 from detectron2.data.catalog import Metadata
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
@@ -27,8 +30,14 @@ from tqdm import tqdm
 import semask.data  # noqa: F401  (registers the data sets and their metadata)
 from semask.data import image_io
 from semask.engine import build_cfg
-from semask.predictor import SemanticPrediction, SeMaskPredictor
-from semask.visualization import draw_overlay, draw_priors_figure, side_by_side
+from semask.predictor import Prediction, SeMaskPredictor
+from semask.visualization import (
+    draw_instances,
+    draw_overlay,
+    draw_panoptic,
+    draw_priors_figure,
+    side_by_side,
+)
 from semask.writers import save_image, save_label_png
 
 logger = logging.getLogger("semask.demo")
@@ -37,6 +46,8 @@ IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 WINDOW = "SeMask"
 CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+# The MODEL.MASK_FORMER.TEST key that makes the model infer each task's result.
+TASK_KEYS = {"panoptic": "PANOPTIC_ON", "instance": "INSTANCE_ON", "semantic": "SEMANTIC_ON"}
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -57,6 +68,18 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--save-labels", action="store_true", help="also write label-map PNGs")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the overlay")
+    parser.add_argument(
+        "--task",
+        choices=list(TASK_KEYS),
+        help="the result to draw (default: the richest the model infers: panoptic, instance, "
+        "semantic)",
+    )
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=0.5,
+        help="instances scoring at most this are not drawn (--task instance)",
+    )
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -113,16 +136,40 @@ def read_image(path: Path) -> Optional[np.ndarray]:
         return None
 
 
+def drawn_task(prediction: Prediction, task: Optional[str]) -> str:
+    """``task`` (--task), or by default the richest result ``prediction`` holds."""
+    if task is not None:
+        return task
+    if prediction.panoptic_seg is not None:
+        return "panoptic"
+    return "semantic" if prediction.instances is None else "instance"
+
+
+def draw_result(
+    image: np.ndarray, prediction: Prediction, metadata: Metadata, args: argparse.Namespace
+) -> np.ndarray:
+    """The RGB image [H, W, 3] with the result of :func:`drawn_task` drawn over it."""
+    task = drawn_task(prediction, args.task)
+    if task == "panoptic":
+        return draw_panoptic(image, *prediction.panoptic_seg, metadata, alpha=args.alpha)
+    if task == "instance":
+        instances = prediction.instances
+        return draw_instances(
+            image, instances[instances.scores > args.confidence_threshold], metadata
+        )
+    return draw_overlay(image, prediction.labels, metadata, alpha=args.alpha)
+
+
 def render(
     image_bgr: np.ndarray,
-    prediction: SemanticPrediction,
+    prediction: Prediction,
     metadata: Metadata,
     args: argparse.Namespace,
 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """The RGB overlay (with --side-by-side: input | overlay) and the priors figure if there are
-    priors to draw (--show-priors)."""
+    """The RGB picture of :func:`draw_result` (with --side-by-side: input | picture) and the
+    priors figure if there are priors to draw (--show-priors)."""
     image = image_bgr[:, :, ::-1]
-    picture = draw_overlay(image, prediction.labels, metadata, alpha=args.alpha)
+    picture = draw_result(image, prediction, metadata, args)
     if args.side_by_side:
         picture = side_by_side(image, picture)
     if prediction.sem_prior is None:
@@ -131,6 +178,22 @@ def render(
         image, prediction.labels, prediction.sem_prior, prediction.stage_priors, metadata
     )
     return picture, priors
+
+
+def check_outputs(cfg: CfgNode, args: argparse.Namespace) -> None:
+    """SystemExit naming the option and the config key if the model of ``cfg`` does not infer
+    what an option draws or writes: --task's result; semantic labels for --show-priors (its last
+    panel) and --save-labels."""
+    wanted = {args.task: f"--task {args.task}"} if args.task else {}
+    for option, asked in (("--show-priors", args.show_priors), ("--save-labels", args.save_labels)):
+        if asked:
+            wanted.setdefault("semantic", option)
+    for task, option in wanted.items():
+        if not cfg.MODEL.MASK_FORMER.TEST[TASK_KEYS[task]]:
+            raise SystemExit(
+                f"error: {option} needs MODEL.MASK_FORMER.TEST.{TASK_KEYS[task]} True "
+                f"(the model infers no {task} segmentation)"
+            )
 
 
 def _output_stem(path: Path, level: int) -> str:
@@ -201,7 +264,7 @@ def emit(
     predictor: SeMaskPredictor,
     path: Path,
     image: np.ndarray,
-    prediction: SemanticPrediction,
+    prediction: Prediction,
     stem: str,
     single: bool,
     args: argparse.Namespace,
@@ -314,6 +377,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.batch_size < 1:
         raise SystemExit(f"error: --batch-size must be >= 1, got {args.batch_size}")
     cfg = build_cfg(args.config_file, args.opts)
+    check_outputs(cfg, args)
     if args.input:
         paths, unmatched = expand_inputs(args.input)
         for pattern in unmatched:

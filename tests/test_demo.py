@@ -1,4 +1,5 @@
-"""demo/demo.py end to end: generated images and video in, overlays, priors figures, labels out."""
+"""demo/demo.py end to end: generated images and video in, overlays (semantic, panoptic, instance),
+priors figures, labels out."""
 
 import importlib.util
 import logging
@@ -8,14 +9,17 @@ from typing import List, Tuple
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import semask_cfg
 from detectron2.data.catalog import Metadata
+from detectron2.structures import Instances
 from test_predictor import NUM_CLASSES, QUICKSTART_CONFIG, tiny_semask_weights
+from test_universal_predictor import universal_opts, universal_weights
 
 from semask.data.metadata import resolve_metadata
 from semask.data.quickstart import make_sample
 from semask.engine import build_cfg
-from semask.predictor import SeMaskPredictor
+from semask.predictor import Prediction, SeMaskPredictor
 from semask.visualization import (
     PANEL_GAP,
     TITLE_HEIGHT,
@@ -271,11 +275,16 @@ def test_every_config_sets_up_with_its_data_set_classes(config, caplog):
     args = demo.parse_args(["--config-file", str(config), "--input", "x.png"])
     cfg = build_cfg(args.config_file, args.opts)
     caplog.clear()
+    test = cfg.MODEL.MASK_FORMER.TEST
     with caplog.at_level(logging.WARNING):
-        metadata = resolve_metadata(cfg.DATASETS.TEST[0], cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+        metadata = resolve_metadata(
+            cfg.DATASETS.TEST[0], cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, panoptic=test.PANOPTIC_ON
+        )
     assert caplog.text == ""
     assert len(metadata.stuff_classes) == len(metadata.stuff_colors)
     assert len(metadata.stuff_classes) == cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    if test.PANOPTIC_ON or test.INSTANCE_ON:
+        assert 0 < len(metadata.thing_classes) == len(metadata.thing_colors)
 
 
 def test_semantic_fpn_config_draws_its_priors(image_dir, tmp_path):
@@ -365,3 +374,79 @@ def test_video_frames_are_the_overlays_of_the_input_frames(config_file, tmp_path
     )
     assert np.all(np.diag(distance) < 20)  # mp4v at 64x48 is lossy: 12-16 measured
     assert np.all(distance[~np.eye(3, dtype=bool)] > 2 * np.diag(distance).max())  # 44-49
+
+
+@pytest.fixture(scope="module")
+def universal_model(tmp_path_factory) -> List[str]:
+    """Overrides of the quick-start config for a tiny panoptic + instance + semantic model."""
+    return universal_weights(tmp_path_factory.mktemp("universal") / "tiny.pth")
+
+
+def drawn_by_the_demo(options: List[str], out: Path, overrides: List[str]) -> np.ndarray:
+    """The RGB picture the demo writes to ``out`` (jittered colours seeded)."""
+    np.random.seed(0)
+    assert demo.main(options + ["--output", str(out)] + overrides) == 0
+    return cv2.imread(str(out if out.suffix else out / "blocks.png"))[:, :, ::-1]
+
+
+@pytest.mark.parametrize("task", ["panoptic", "instance", "semantic"])
+def test_a_universal_model_draws_each_task(universal_model, task, tmp_path):
+    source = tmp_path / "blocks.png"
+    cv2.imwrite(str(source), colour_image(60, 80, 0))
+    options = ["--config-file", str(QUICKSTART_CONFIG), "--input", str(source)]
+    options += ["--confidence-threshold", "0", "--show-priors", "--save-labels"]
+    drawn = drawn_by_the_demo(options + ["--task", task], tmp_path / "out", universal_model)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["blocks.png", "blocks_labels.png", "blocks_priors.png"]
+    assert drawn.shape == (60, 80, 3)
+    args = demo.parse_args(options + ["--task", task] + universal_model)
+    predictor = SeMaskPredictor(build_cfg(args.config_file, args.opts))
+    image = colour_image(60, 80, 0)
+    prediction = predictor.predict(image)
+    np.random.seed(0)
+    expected = demo.render(image, prediction, predictor.metadata, args)[0]
+    assert np.array_equal(drawn, expected)
+    if task == "panoptic":
+        ids = prediction.panoptic_seg[0].numpy()
+        changed = np.abs(drawn.astype(int) - image[:, :, ::-1]).max(axis=2) > 10
+        assert ids.any() and changed[ids > 0].mean() > 0.9
+
+
+def test_the_default_task_is_the_richest_result_of_the_prediction():
+    instances = Instances((2, 2))
+    panoptic = (torch.zeros(2, 2, dtype=torch.int32), [])
+    labels = torch.zeros(2, 2, dtype=torch.int64)
+    assert demo.drawn_task(Prediction(labels=labels), None) == "semantic"
+    assert demo.drawn_task(Prediction(labels=labels, instances=instances), None) == "instance"
+    everything = Prediction(labels=labels, instances=instances, panoptic_seg=panoptic)
+    assert demo.drawn_task(everything, None) == "panoptic"
+    assert demo.drawn_task(everything, "semantic") == "semantic"
+
+
+def test_instances_below_the_confidence_threshold_are_not_drawn(universal_model, tmp_path):
+    source = tmp_path / "blocks.png"
+    cv2.imwrite(str(source), colour_image(60, 80, 0))
+    options = ["--config-file", str(QUICKSTART_CONFIG), "--input", str(source)]
+    options += ["--task", "instance", "--confidence-threshold"]
+    none = drawn_by_the_demo(options + ["1"], tmp_path / "none.png", universal_model)
+    assert np.array_equal(none, colour_image(60, 80, 0)[:, :, ::-1])
+    every = drawn_by_the_demo(options + ["0"], tmp_path / "every.png", universal_model)
+    assert (every != none).any(axis=2).mean() > 0.5
+
+
+def test_results_the_model_does_not_infer_are_refused_before_any_image(
+    config_file, universal_model, image_dir, tmp_path
+):
+    out = tmp_path / "out"
+    argv = ["--config-file", str(config_file), "--input", str(image_dir), "--output", str(out)]
+    with pytest.raises(
+        SystemExit, match="--task panoptic needs MODEL.MASK_FORMER.TEST.PANOPTIC_ON"
+    ):
+        demo.main(argv + ["--task", "panoptic"])
+    instance_only = universal_model + universal_opts(panoptic=False, semantic=False)
+    argv[1] = str(QUICKSTART_CONFIG)
+    with pytest.raises(SystemExit, match="--save-labels needs MODEL.MASK_FORMER.TEST.SEMANTIC_ON"):
+        demo.main(argv + ["--save-labels"] + instance_only)
+    with pytest.raises(SystemExit, match="--show-priors needs .*SEMANTIC_ON True \\(the model"):
+        demo.main(argv + ["--show-priors"] + instance_only)
+    assert not out.exists()

@@ -1,9 +1,14 @@
-"""Visualisation: colour maps, overlays, region names, prior panels, figures and legends."""
+"""Visualisation: colour maps, overlays, region names, prior panels, figures, legends, and
+panoptic and instance drawings."""
+
+from typing import List
 
 import numpy as np
 import pytest
 import torch
 from detectron2.data.catalog import Metadata
+from detectron2.structures import BitMasks, Instances
+from detectron2.utils.visualizer import Visualizer
 
 from semask import visualization
 from semask.data.builtin import palette
@@ -177,3 +182,82 @@ def test_labelled_pictures_are_resized_for_legibility():
     assert not (legend == GREEN).all(axis=2).any()  # class 1 is not shown
     small = visualization.draw_labelled(image[:10, :20], [labels[:10, :20]], METADATA)
     assert small.shape[:2] == (260 + visualization.TITLE_HEIGHT, 2 * 520)  # enlarged 26x
+
+
+# Four classes by contiguous id, things at 1 and 3 (not first, as in ADE20K).
+UNIVERSAL = Metadata(
+    name="universal",
+    stuff_classes=["sky", "cat", "road", "dog"],
+    stuff_colors=[BLUE, RED, [128, 128, 128], GREEN],
+    thing_classes=["cat", "dog"],
+    thing_colors=[RED, GREEN],
+)
+
+
+def sky_and_dog(height: int = 160, width: int = 200):
+    """Segment 1 (sky, stuff) over the top half; segment 2 (a dog) in the bottom right quarter;
+    the bottom left is void."""
+    ids = torch.zeros(height, width, dtype=torch.int32)
+    ids[: height // 2] = 1
+    ids[height // 2 :, width // 2 :] = 2
+    segments_info = [
+        {"id": 1, "category_id": 0, "isthing": False},
+        {"id": 2, "category_id": 3, "isthing": True},
+    ]
+    return ids, segments_info
+
+
+def test_panoptic_drawing_tints_segments_by_contiguous_class_and_leaves_void():
+    image = np.full((160, 200, 3), 100, dtype=np.uint8)
+    ids, segments_info = sky_and_dog()
+    # category 3 is beyond thing_classes' 2 entries: looked up among all classes
+    drawn = visualization.draw_panoptic(image, ids, segments_info, UNIVERSAL, alpha=0.5)
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    corner = drawn[5:12, 5:12].reshape(-1, 3).astype(float)  # inside the outline
+    assert np.abs(corner - (0.5 * image[0, 0] + 0.5 * np.array(BLUE))).max() <= 3
+    assert np.array_equal(drawn[140:, :60], image[140:, :60])  # void, away from the outlines
+    dog = drawn[130:150, 160:190].astype(int) - image[130:150, 160:190]
+    assert (np.abs(dog).max(axis=2) > 20).mean() > 0.9
+    assert segments_info[0] == {"id": 1, "category_id": 0, "isthing": False}  # not written to
+
+
+def test_large_panoptic_pictures_are_drawn_smaller_and_enlarged(monkeypatch):
+    monkeypatch.setattr(visualization, "VISUALIZER_MAX_PIXELS", 80 * 100)
+    sizes = []
+
+    def recording_visualizer(image, *args, **kwargs):
+        sizes.append(image.shape[:2])
+        return Visualizer(image, *args, **kwargs)
+
+    monkeypatch.setattr(visualization, "Visualizer", recording_visualizer)
+    image = np.full((160, 200, 3), 100, dtype=np.uint8)
+    ids, segments_info = sky_and_dog()
+    drawn = visualization.draw_panoptic(image, ids, segments_info, UNIVERSAL, alpha=0.5)
+    assert sizes == [(80, 100)] and drawn.shape == image.shape
+    corner = drawn[12:20, 12:20].reshape(-1, 3).astype(float)  # inside the enlarged outline
+    assert np.abs(corner - (0.5 * image[0, 0] + 0.5 * np.array(BLUE))).max() <= 3
+    assert np.abs(drawn[140:, :60].astype(int) - image[140:, :60]).max() <= 1
+
+
+def dog_instances(height: int, width: int, scores: List[float]) -> Instances:
+    masks = torch.zeros(len(scores), height, width, dtype=torch.bool)
+    masks[:, height // 2 :, width // 2 :] = True
+    instances = Instances((height, width))
+    instances.pred_masks = masks
+    instances.pred_boxes = BitMasks(masks).get_bounding_boxes()
+    instances.scores = torch.tensor(scores)
+    instances.pred_classes = torch.full((len(scores),), 3)
+    return instances
+
+
+@pytest.mark.parametrize("max_pixels", [1 << 21, 80 * 100])
+def test_instance_drawing_colours_the_masks(monkeypatch, max_pixels):
+    monkeypatch.setattr(visualization, "VISUALIZER_MAX_PIXELS", max_pixels)
+    image = np.full((160, 200, 3), 100, dtype=np.uint8)
+    drawn = visualization.draw_instances(image, dog_instances(160, 200, [0.9]), UNIVERSAL)
+    assert drawn.shape == image.shape
+    inside = drawn[125:150, 150:190].astype(int) - image[125:150, 150:190]
+    assert (np.abs(inside).max(axis=2) > 20).mean() > 0.9
+    assert np.abs(drawn[:60, :80].astype(int) - image[:60, :80]).max() <= 1
+    nothing = visualization.draw_instances(image, dog_instances(160, 200, []), UNIVERSAL)
+    assert np.array_equal(nothing, image)

@@ -2,13 +2,14 @@
 ``DefaultPredictor``."""
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Instances
 
 from .checkpoint import SeMaskCheckpointer, WeightsError, resolve_weights
 from .data.image_io import as_bgr_uint8
@@ -17,24 +18,68 @@ from .engine.validation import validate_config
 from .modeling.semantic_prior import declares_priors, read_prior_outputs
 from .upsample import upsampled_argmax
 
+PanopticSegments = Tuple[torch.Tensor, List[Dict[str, Any]]]
+
 
 @dataclass
-class SemanticPrediction:
+class Prediction:
     """The result for one image of ``H x W`` pixels and ``K`` classes, on the CPU.
 
-    ``labels`` [H, W] int64 is at the image's resolution; every other map is at the model's: the
-    image resized by ``INPUT.MIN_SIZE_TEST``/``MAX_SIZE_TEST`` to ``h x w``, so that memory does
-    not grow with the image. ``scores`` [K, h, w] float per-class scores; ``labels`` is the argmax
-    of ``scores`` upsampled bilinearly to [K, H, W] (what the model returns for ``height`` H and
-    ``width`` W), computed in row bands by :func:`semask.upsample.upsampled_argmax`. When priors
-    were asked, ``sem_prior`` [K, h, w] aggregated semantic prior logits and ``stage_priors``
-    (``res2``..``res5`` -> [K, h_i, w_i] raw prior logits at strides 4..32 of the resized input).
+    ``labels`` [H, W] int64, ``panoptic_seg`` and ``instances`` are at the image's resolution;
+    every other map is at the model's: the image resized by ``INPUT.MIN_SIZE_TEST``/
+    ``MAX_SIZE_TEST`` to ``h x w``, so that memory does not grow with the image. ``scores``
+    [K, h, w] float per-class scores; ``labels`` is the argmax of ``scores`` upsampled bilinearly
+    to [K, H, W] (what the model returns for ``height`` H and ``width`` W), computed in row bands
+    by :func:`semask.upsample.upsampled_argmax`; both are None when the model infers no semantic
+    segmentation (``MODEL.MASK_FORMER.TEST.SEMANTIC_ON False``). When priors were asked,
+    ``sem_prior`` [K, h, w] aggregated semantic prior logits and ``stage_priors`` (``res2``..
+    ``res5`` -> [K, h_i, w_i] raw prior logits at strides 4..32 of the resized input).
+
+    With ``PANOPTIC_ON``, ``panoptic_seg`` is (segment ids [H, W] int32, 0 void; segments_info:
+    per segment ``id``, ``category_id`` (contiguous, of the K classes), ``isthing`` and ``area``
+    in pixels); with ``INSTANCE_ON``, ``instances`` of image size (H, W) hold ``pred_masks``
+    [N, H, W] bool, ``pred_boxes``, ``scores`` [N] and ``pred_classes`` [N] (of the K classes).
+    Both are inferred at ``h x w`` and resized to ``H x W`` (nearest neighbour; boxes enclose
+    the resized masks).
     """
 
-    scores: torch.Tensor
-    labels: torch.Tensor
+    scores: Optional[torch.Tensor] = None
+    labels: Optional[torch.Tensor] = None
     sem_prior: Optional[torch.Tensor] = None
     stage_priors: Dict[str, torch.Tensor] = field(default_factory=dict)
+    panoptic_seg: Optional[PanopticSegments] = None
+    instances: Optional[Instances] = None
+
+
+def resize_nearest(tensor: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``tensor`` [..., h, w] (any dtype) resized to [..., height, width]: each pixel takes the
+    value of source pixel (floor(y h / height), floor(x w / width)), as OpenCV's nearest does."""
+    rows = torch.arange(height) * tensor.shape[-2] // height
+    cols = torch.arange(width) * tensor.shape[-1] // width
+    return tensor.index_select(-2, rows).index_select(-1, cols)
+
+
+def resize_panoptic(panoptic_seg: PanopticSegments, height: int, width: int) -> PanopticSegments:
+    """The model's (ids [h, w] int32, segments_info) resized to [height, width]; each segment
+    gets its ``area`` there, and segments left without pixels are dropped."""
+    ids, segments_info = panoptic_seg
+    ids = resize_nearest(ids.cpu(), height, width)
+    values, counts = torch.unique(ids, return_counts=True)
+    areas = dict(zip(values.tolist(), counts.tolist()))
+    return ids, [dict(s, area=areas[s["id"]]) for s in segments_info if s["id"] in areas]
+
+
+def resize_instances(instances: Instances, height: int, width: int) -> Instances:
+    """The model's instances (``pred_masks`` [N, h, w], ``scores``, ``pred_classes``) at image
+    size (height, width): masks resized to bool [N, height, width], boxes enclosing them."""
+    instances = instances.to("cpu")
+    masks = resize_nearest(instances.pred_masks > 0.5, height, width)
+    resized = Instances((height, width))
+    resized.pred_masks = masks
+    resized.pred_boxes = BitMasks(masks).get_bounding_boxes()
+    resized.scores = instances.scores
+    resized.pred_classes = instances.pred_classes
+    return resized
 
 
 # Not a DefaultPredictor: its __init__ (detectron2 0.6 and main) has no hook for strict, safe loads.
@@ -48,7 +93,7 @@ class SeMaskPredictor:
     ``DetectionCheckpointer`` that unpickles ``.pkl`` files fully, and nothing else of it is used.
     ``predictor(image_bgr)`` returns the model's raw output dict as ``DefaultPredictor`` does;
     :meth:`predict` accepts any image layout :func:`as_bgr_uint8` does and returns a
-    :class:`SemanticPrediction`. With ``return_priors`` the model is built with
+    :class:`Prediction`. With ``return_priors`` the model is built with
     ``MODEL.SEMASK.RETURN_PRIOR True`` so that predictions carry SeMask's priors.
     """
 
@@ -82,7 +127,11 @@ class SeMaskPredictor:
             except WeightsError as error:
                 raise type(error)(f"MODEL.WEIGHTS {self.cfg.MODEL.WEIGHTS!r}: {error}") from None
         dataset = self.cfg.DATASETS.TEST[0] if len(self.cfg.DATASETS.TEST) else None
-        self.metadata = resolve_metadata(dataset, self.cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+        self.metadata = resolve_metadata(
+            dataset,
+            self.cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            panoptic=self.cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON,
+        )
         self.aug = T.ResizeShortestEdge(
             [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST],
             self.cfg.INPUT.MAX_SIZE_TEST,
@@ -103,17 +152,15 @@ class SeMaskPredictor:
         with torch.no_grad():
             return self.model([self.model_inputs(original_image)])[0]
 
-    def predict(self, image: np.ndarray) -> SemanticPrediction:
+    def predict(self, image: np.ndarray) -> Prediction:
         """Segment one image (BGR or any layout :func:`as_bgr_uint8` accepts) of size H x W.
 
-        The model runs and answers at the test resize (see :class:`SemanticPrediction`); only
-        ``labels`` is computed at H x W.
+        The model runs and answers at the test resize (see :class:`Prediction`); ``labels``,
+        ``panoptic_seg`` and ``instances`` are brought to H x W.
         """
         return self.predict_batch([image])[0]
 
-    def predict_batch(
-        self, images: Sequence[np.ndarray], batch_size: int = 1
-    ) -> List[SemanticPrediction]:
+    def predict_batch(self, images: Sequence[np.ndarray], batch_size: int = 1) -> List[Prediction]:
         """Segment ``images`` (as :meth:`predict`; any mix of sizes), ``batch_size`` per forward
         pass; one prediction per image, in order, equal to :meth:`predict` of each.
 
@@ -131,7 +178,7 @@ class SeMaskPredictor:
         by_size: Dict[tuple, List[int]] = {}
         for index, item in enumerate(inputs):
             by_size.setdefault(tuple(item["image"].shape[1:]), []).append(index)
-        predictions: List[Optional[SemanticPrediction]] = [None] * len(inputs)
+        predictions: List[Optional[Prediction]] = [None] * len(inputs)
         for indices in by_size.values():
             for first in range(0, len(indices), batch_size):
                 batch = indices[first : first + batch_size]
@@ -141,12 +188,16 @@ class SeMaskPredictor:
                     predictions[index] = self._prediction(output, *sizes[index])
         return predictions
 
-    def _prediction(self, output: Dict[str, Any], height: int, width: int) -> SemanticPrediction:
+    def _prediction(self, output: Dict[str, Any], height: int, width: int) -> Prediction:
         """The prediction of one model output (at the test resize) for an image of H x W."""
-        scores = output["sem_seg"].detach().float().cpu()
-        prediction = SemanticPrediction(
-            scores=scores, labels=upsampled_argmax(scores, height, width)
-        )
+        prediction = Prediction()
+        if "sem_seg" in output:
+            prediction.scores = output["sem_seg"].detach().float().cpu()
+            prediction.labels = upsampled_argmax(prediction.scores, height, width)
+        if "panoptic_seg" in output:
+            prediction.panoptic_seg = resize_panoptic(output["panoptic_seg"], height, width)
+        if "instances" in output:
+            prediction.instances = resize_instances(output["instances"], height, width)
         if self.return_priors:
             prediction.sem_prior, prediction.stage_priors = read_prior_outputs(
                 output, self.cfg.MODEL.META_ARCHITECTURE

@@ -1,9 +1,11 @@
-"""Pictures of semantic segmentation results and of SeMask's per-stage semantic priors.
+"""Pictures of semantic, panoptic and instance segmentation results and of SeMask's per-stage
+semantic priors.
 
-Every function is pure: it takes RGB ``uint8`` images ``[H, W, 3]``, label maps ``[H, W]`` and score
-or prior tensors ``[K, h, w]`` and returns a new RGB image. Class names and colours come from a
-dataset's ``stuff_classes`` / ``stuff_colors`` metadata
-(:func:`semask.data.metadata.resolve_metadata`); :mod:`semask.writers` writes pictures to files.
+Every function is pure: it takes RGB ``uint8`` images ``[H, W, 3]``, label maps ``[H, W]``, score
+or prior tensors ``[K, h, w]``, panoptic segments or instances and returns a new RGB image. Class
+names and colours come from a dataset's ``stuff_classes`` / ``stuff_colors`` metadata, which name
+all K classes by contiguous id (:func:`semask.data.metadata.resolve_metadata`);
+:mod:`semask.writers` writes pictures to files.
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -12,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 from detectron2.data.catalog import Metadata
+from detectron2.structures import Instances
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -70,6 +73,82 @@ def draw_overlay(
             color = np.asarray(metadata.stuff_colors[label]) / 255
             visualizer.draw_binary_mask(labels == label, color=color, edge_color=color, alpha=alpha)
     return visualizer.output.get_image()
+
+
+def _class_metadata(metadata: Metadata) -> Metadata:
+    """``metadata`` for drawing segments and instances whose class is a contiguous id of all K
+    classes (Mask2Former's convention): detectron2's Visualizer looks things up in
+    ``thing_classes`` / ``thing_colors`` by that id, so they name all K classes here."""
+    return Metadata(
+        name=metadata.name,
+        stuff_classes=metadata.stuff_classes,
+        stuff_colors=metadata.stuff_colors,
+        thing_classes=metadata.stuff_classes,
+        thing_colors=metadata.stuff_colors,
+    )
+
+
+def _drawing_size(height: int, width: int) -> Tuple[int, int]:
+    """(h, w) at which the Visualizer draws an image of ``height`` x ``width``: that size up to
+    ``VISUALIZER_MAX_PIXELS`` pixels, else scaled down to about that many."""
+    scale = min(1.0, (VISUALIZER_MAX_PIXELS / (height * width)) ** 0.5)
+    return max(round(height * scale), 1), max(round(width * scale), 1)
+
+
+def _to_size(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    interpolation = cv2.INTER_AREA if width < image.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def draw_panoptic(
+    image: np.ndarray,
+    panoptic_seg: ArrayLike,
+    segments_info: Sequence[Dict],
+    metadata: Metadata,
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """``image`` [H, W, 3] RGB with the segments of ``panoptic_seg`` [H, W] (segment ids, 0 void)
+    drawn by detectron2's ``Visualizer.draw_panoptic_seg``: stuff tinted in its class colour
+    (opacity ``alpha``) and named, things in jittered class colours with their names.
+
+    ``segments_info`` gives each segment's ``id``, ``category_id`` (contiguous, of all K classes)
+    and ``isthing``. Images of more than ``VISUALIZER_MAX_PIXELS`` pixels are drawn at a size of
+    about that many and enlarged back, in bounded memory.
+    """
+    height, width = image.shape[:2]
+    size = _drawing_size(height, width)
+    ids = _resize_nearest(_to_numpy(panoptic_seg), *size)
+    visualizer = Visualizer(
+        _to_size(image, *size), _class_metadata(metadata), instance_mode=ColorMode.IMAGE
+    )
+    segments = [dict(segment) for segment in segments_info]  # the Visualizer writes into them
+    drawn = visualizer.draw_panoptic_seg(torch.from_numpy(ids), segments, alpha=alpha)
+    return _to_size(drawn.get_image(), height, width)
+
+
+def draw_instances(image: np.ndarray, instances: Instances, metadata: Metadata) -> np.ndarray:
+    """``image`` [H, W, 3] RGB with ``instances`` (of image size H x W: ``pred_masks`` [N, H, W],
+    ``pred_boxes``, ``scores``, ``pred_classes`` contiguous of all K classes) drawn by detectron2's
+    ``Visualizer.draw_instance_predictions``: masks in jittered class colours, boxes, class names
+    and scores. Large images are drawn as by :func:`draw_panoptic`."""
+    height, width = image.shape[:2]
+    size = _drawing_size(height, width)
+    instances = instances.to("cpu")
+    masks = _to_numpy(instances.pred_masks)
+    drawn = Instances(size)
+    drawn.pred_masks = np.zeros((len(masks), *size), dtype=bool)
+    for resized, mask in zip(drawn.pred_masks, masks):
+        resized[...] = _resize_nearest(mask, *size) > 0
+    drawn.pred_boxes = instances.pred_boxes.clone()
+    drawn.pred_boxes.scale(size[1] / width, size[0] / height)
+    drawn.scores = instances.scores
+    drawn.pred_classes = instances.pred_classes
+    visualizer = Visualizer(
+        _to_size(image, *size), _class_metadata(metadata), instance_mode=ColorMode.SEGMENTATION
+    )
+    return _to_size(visualizer.draw_instance_predictions(drawn).get_image(), height, width)
 
 
 def blend_labels(
