@@ -16,7 +16,7 @@ from .data.image_io import as_bgr_uint8
 from .data.metadata import resolve_metadata
 from .engine.validation import validate_config
 from .modeling.semantic_prior import declares_priors, read_prior_outputs
-from .upsample import upsampled_argmax
+from .upsample import resize_nearest, upsampled_argmax
 
 PanopticSegments = Tuple[torch.Tensor, List[Dict[str, Any]]]
 
@@ -49,14 +49,6 @@ class Prediction:
     stage_priors: Dict[str, torch.Tensor] = field(default_factory=dict)
     panoptic_seg: Optional[PanopticSegments] = None
     instances: Optional[Instances] = None
-
-
-def resize_nearest(tensor: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``tensor`` [..., h, w] (any dtype) resized to [..., height, width]: each pixel takes the
-    value of source pixel (floor(y h / height), floor(x w / width)), as OpenCV's nearest does."""
-    rows = torch.arange(height) * tensor.shape[-2] // height
-    cols = torch.arange(width) * tensor.shape[-1] // width
-    return tensor.index_select(-2, rows).index_select(-1, cols)
 
 
 def resize_panoptic(panoptic_seg: PanopticSegments, height: int, width: int) -> PanopticSegments:

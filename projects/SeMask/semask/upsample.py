@@ -1,4 +1,5 @@
-"""Bilinear upsampling of per-class score maps a band of rows at a time, in bounded memory.
+"""Resizing of model outputs: label maps by nearest neighbour (:func:`resize_nearest`), and
+per-class score maps bilinearly a band of rows at a time, in bounded memory.
 
 The result equals ``F.interpolate(mode="bilinear", align_corners=False)`` (the rule of detectron2's
 ``sem_seg_postprocess``), row for row: columns are interpolated by ``F.interpolate`` itself, rows
@@ -12,6 +13,14 @@ import torch
 import torch.nn.functional as F
 
 CHUNK_ELEMENTS = 1 << 22
+
+
+def resize_nearest(tensor: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``tensor`` [..., h, w] (any dtype) resized to [..., height, width]: each pixel takes the
+    value of source pixel (floor(y h / height), floor(x w / width)), as OpenCV's nearest does."""
+    rows = torch.arange(height) * tensor.shape[-2] // height
+    cols = torch.arange(width) * tensor.shape[-1] // width
+    return tensor.index_select(-2, rows).index_select(-1, cols)
 
 
 def _row_weights(

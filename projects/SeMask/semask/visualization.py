@@ -17,6 +17,8 @@ from detectron2.data.catalog import Metadata
 from detectron2.structures import Instances
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
+from .upsample import resize_nearest
+
 ArrayLike = Union[np.ndarray, torch.Tensor]
 Panel = Tuple[str, np.ndarray]
 
@@ -209,7 +211,8 @@ def side_by_side(*images: np.ndarray) -> np.ndarray:
 
 
 def _resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
-    return cv2.resize(labels.astype(np.int32), (width, height), interpolation=cv2.INTER_NEAREST)
+    """``labels`` [h, w] (any dtype) resized to [height, width] by :func:`resize_nearest`."""
+    return resize_nearest(torch.from_numpy(np.ascontiguousarray(labels)), height, width).numpy()
 
 
 def prior_label_maps(
