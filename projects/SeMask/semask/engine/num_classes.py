@@ -4,7 +4,8 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..data.metadata import dataset_classes
-from .validation import ConfigError, missing_classes
+from .dataset_checks import missing_classes
+from .validation import ConfigError
 
 # Value of MODEL.SEM_SEG_HEAD.NUM_CLASSES that stands for the first training set's class count.
 NUM_CLASSES_FROM_DATASET = 0

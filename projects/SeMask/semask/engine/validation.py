@@ -2,30 +2,25 @@
 once, by key, before a model is built or any data is loaded."""
 
 import logging
-from numbers import Integral, Real
-from typing import Any, Callable, List, Sequence
+from typing import Any, Sequence
 
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.catalog import Metadata
 from detectron2.utils import comm
 
-from ..config import config_value
 from ..data.mapper import DATASET_MAPPERS
-from ..data.metadata import dataset_classes
 from ..data.train_mapper import LSJ_MAPPERS
 from ..modeling.matcher import MASK_LOSSES
 from ..modeling.meta_arch.families import decoder_problems, fork_name_problems, windowing_problems
 from ..modeling.semantic_prior import STAGE_NAMES, effective_key, prior_key_conflicts
 from .amp import PRECISIONS
-from .evaluators import evaluation_kinds, nothing_to_evaluate
+from .checker import Checker, is_int, is_number
+from .dataset_checks import check_datasets
 
 SWIN_BACKBONES = ("D2SeMaskSwinTransformer", "D2SwinTransformer")
 MIT_BACKBONES = ("D2SeMaskMiT",)
 MASK_FORMER_ARCHITECTURES = ("SeMaskMaskFormer",)
 RELATIVE_CROPS = ("relative", "relative_range")
 ABSOLUTE_CROPS = ("absolute", "absolute_range")
-SEMANTIC_EVALUATORS = ("sem_seg", "cityscapes_sem_seg")
 
 
 logger = logging.getLogger(__name__)
@@ -35,67 +30,15 @@ class ConfigError(ValueError):
     """A config value SeMask cannot work with; the message names every bad key and value."""
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-class _Checker:
-    """Collects ``KEY = value: what is allowed`` problems of one config."""
-
-    def __init__(self, cfg: CfgNode) -> None:
-        self.cfg = cfg
-        self.problems: List[str] = []
-
-    def get(self, key: str) -> Any:
-        return config_value(self.cfg, key)
-
-    def fail(self, key: str, value: Any, allowed: str) -> None:
-        self.problems.append(f"{key} = {value!r}: {allowed}")
-
-    def check(self, key: str, ok: Callable[[Any], bool], allowed: str) -> bool:
-        value = self.get(key)
-        if not ok(value):
-            self.fail(key, value, allowed)
-            return False
-        return True
-
-    def int_at_least(self, key: str, minimum: int) -> bool:
-        return self.check(
-            key, lambda v: _is_int(v) and v >= minimum, f"must be an integer >= {minimum}"
-        )
-
-    def number_at_least(self, key: str, minimum: float) -> bool:
-        return self.check(key, lambda v: _is_number(v) and v >= minimum, f"must be >= {minimum}")
-
-    def fraction(self, key: str) -> bool:
-        return self.check(key, lambda v: _is_number(v) and 0 <= v <= 1, "must be in [0, 1]")
-
-    def one_of(self, key: str, choices: Sequence[str]) -> bool:
-        return self.check(key, lambda v: v in choices, f"must be one of {list(choices)}")
-
-    def stages(self, key: str, minimum: int) -> bool:
-        """A list of 4 integers >= ``minimum`` (one per backbone stage)."""
-        return self.check(
-            key,
-            lambda v: len(v) == 4 and all(_is_int(x) and x >= minimum for x in v),
-            f"must be 4 integers (one per stage) >= {minimum}",
-        )
-
-
 def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
     """Raise :class:`ConfigError` listing every key of ``cfg`` SeMask cannot work with.
 
     Checks the class count, the ignore value, the selected backbone's section
     (``MODEL.BACKBONE.NAME``), the mask-former keys, input sizes and the batch size; with
     ``datasets`` also that every data set of ``DATASETS.TRAIN`` and ``DATASETS.TEST`` is
-    registered and has ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` classes (:func:`dataset_classes`), and
-    that every test set has an evaluator for the enabled ``MODEL.MASK_FORMER.TEST.*_ON`` outputs
-    (:mod:`semask.engine.evaluators`; only metadata is read). Panoptic and instance outputs need
-    a mask-classification model and no test-time augmentation.
+    registered with the model's class count and that every test set can be evaluated
+    (:func:`~semask.engine.dataset_checks.check_datasets`; only metadata is read). Panoptic and
+    instance outputs need a mask-classification model and no test-time augmentation.
     Names only a published fork's YAML uses are refused, and a mask-classification config must
     have the transformer decoder of its published family
     (:mod:`semask.modeling.meta_arch.families`); windowed stages other than the family's are
@@ -104,11 +47,11 @@ def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
     come from (``MODEL.SEMASK.*`` when set, else the published spelling); a ``MODEL.SEMASK`` key
     overriding a different published value is logged as a WARNING naming both.
     """
-    checker = _Checker(cfg)
+    checker = Checker(cfg)
     checker.problems.extend(fork_name_problems(cfg))
     num_classes_ok = checker.check(
         "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
-        lambda v: _is_int(v) and v >= 1,
+        lambda v: is_int(v) and v >= 1,
         "must be an integer >= 1 (0 in a config file or override: the training set's class count)",
     )
     if num_classes_ok:
@@ -134,34 +77,34 @@ def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
     _check_slide(checker)
     _check_solver(checker)
     if datasets and num_classes_ok:
-        _check_datasets(checker)
+        check_datasets(checker)
     if checker.problems:
         raise ConfigError(
             "invalid config:\n" + "\n".join(f"  {problem}" for problem in checker.problems)
         )
 
 
-def _check_ignore_value(checker: _Checker) -> None:
+def _check_ignore_value(checker: Checker) -> None:
     num_classes = checker.get("MODEL.SEM_SEG_HEAD.NUM_CLASSES")
     checker.check(
         "MODEL.SEM_SEG_HEAD.IGNORE_VALUE",
-        lambda v: _is_int(v) and not 0 <= v < num_classes,
+        lambda v: is_int(v) and not 0 <= v < num_classes,
         f"must be an integer that is not a class id (0..{num_classes - 1})",
     )
 
 
-def _check_semantic_window(checker: _Checker, section: str) -> None:
+def _check_semantic_window(checker: Checker, section: str) -> None:
     blocks = effective_key(checker.cfg, "NUM_SEM_BLOCKS", section)
     if checker.int_at_least(blocks, 0) and checker.get(blocks):
         checker.int_at_least(effective_key(checker.cfg, "SEM_WINDOW_SIZE", section), 1)
         checker.check(
             "MODEL.SEMASK.WINDOWED_STAGES",
-            lambda v: len(set(v)) == len(v) and all(_is_int(x) and 0 <= x <= 3 for x in v),
+            lambda v: len(set(v)) == len(v) and all(is_int(x) and 0 <= x <= 3 for x in v),
             "must be distinct stage indices 0..3",
         )
 
 
-def _check_out_features(checker: _Checker, key: str) -> None:
+def _check_out_features(checker: Checker, key: str) -> None:
     checker.check(
         key,
         lambda v: len(v) > 0 and set(v) <= set(STAGE_NAMES),
@@ -169,7 +112,7 @@ def _check_out_features(checker: _Checker, key: str) -> None:
     )
 
 
-def _check_heads_divide(checker: _Checker, key: str, widths: Sequence[int], heads_key: str) -> None:
+def _check_heads_divide(checker: Checker, key: str, widths: Sequence[int], heads_key: str) -> None:
     heads = checker.get(heads_key)
     for stage, (width, head_count) in enumerate(zip(widths, heads)):
         if width % head_count:
@@ -181,17 +124,17 @@ def _check_heads_divide(checker: _Checker, key: str, widths: Sequence[int], head
             return
 
 
-def _check_swin(checker: _Checker, *, semantic: bool) -> None:
+def _check_swin(checker: Checker, *, semantic: bool) -> None:
     s = "MODEL.SWIN"
     checker.int_at_least(f"{s}.PATCH_SIZE", 1)
     checker.int_at_least(f"{s}.WINDOW_SIZE", 1)
     checker.int_at_least(f"{s}.PRETRAIN_IMG_SIZE", 1)
-    checker.check(f"{s}.MLP_RATIO", lambda v: _is_number(v) and v > 0, "must be > 0")
+    checker.check(f"{s}.MLP_RATIO", lambda v: is_number(v) and v > 0, "must be > 0")
     for rate in ("DROP_RATE", "ATTN_DROP_RATE", "DROP_PATH_RATE"):
         checker.fraction(f"{s}.{rate}")
     checker.check(
         f"{s}.FROZEN_STAGES",
-        lambda v: _is_int(v) and -1 <= v <= 4,
+        lambda v: is_int(v) and -1 <= v <= 4,
         "must be an integer in -1..4",
     )
     _check_out_features(checker, f"{s}.OUT_FEATURES")
@@ -204,9 +147,9 @@ def _check_swin(checker: _Checker, *, semantic: bool) -> None:
         _check_semantic_window(checker, s)
 
 
-def _check_mit(checker: _Checker) -> None:
+def _check_mit(checker: Checker) -> None:
     m = "MODEL.MIT"
-    checker.check(f"{m}.MLP_RATIO", lambda v: _is_number(v) and v > 0, "must be > 0")
+    checker.check(f"{m}.MLP_RATIO", lambda v: is_number(v) and v > 0, "must be > 0")
     for rate in ("DROP_RATE", "ATTN_DROP_RATE", "DROP_PATH_RATE"):
         checker.fraction(f"{m}.{rate}")
     _check_out_features(checker, f"{m}.OUT_FEATURES")
@@ -220,7 +163,7 @@ def _check_mit(checker: _Checker) -> None:
     _check_semantic_window(checker, m)
 
 
-def _check_mask_former(checker: _Checker) -> None:
+def _check_mask_former(checker: Checker) -> None:
     mf = "MODEL.MASK_FORMER"
     hidden_ok = checker.int_at_least(f"{mf}.HIDDEN_DIM", 1)
     if checker.int_at_least(f"{mf}.NHEADS", 1) and hidden_ok:
@@ -244,7 +187,7 @@ def _check_mask_former(checker: _Checker) -> None:
     checker.int_at_least("MODEL.SEM_SEG_HEAD.MASK_DIM", 1)
 
 
-def _check_dataset_mapper(checker: _Checker) -> None:
+def _check_dataset_mapper(checker: Checker) -> None:
     """A known mapper; one that gives ``instances`` for a mask-classification model; for
     large-scale jitter a target size and a scale range."""
     key = "INPUT.DATASET_MAPPER_NAME"
@@ -252,11 +195,11 @@ def _check_dataset_mapper(checker: _Checker) -> None:
         return
     if checker.get(key) in LSJ_MAPPERS:
         checker.int_at_least("INPUT.IMAGE_SIZE", 1)
-        if checker.check("INPUT.MIN_SCALE", lambda v: _is_number(v) and v > 0, "must be > 0"):
+        if checker.check("INPUT.MIN_SCALE", lambda v: is_number(v) and v > 0, "must be > 0"):
             min_scale = checker.get("INPUT.MIN_SCALE")
             checker.check(
                 "INPUT.MAX_SCALE",
-                lambda v: _is_number(v) and v >= min_scale,
+                lambda v: is_number(v) and v >= min_scale,
                 f"must be >= INPUT.MIN_SCALE ({min_scale})",
             )
     architecture = checker.get("MODEL.META_ARCHITECTURE")
@@ -270,11 +213,11 @@ def _check_dataset_mapper(checker: _Checker) -> None:
         )
 
 
-def _check_input(checker: _Checker) -> None:
+def _check_input(checker: Checker) -> None:
     _check_dataset_mapper(checker)
     checker.check(
         "INPUT.MIN_SIZE_TRAIN",
-        lambda v: len(v) > 0 and all(_is_int(x) and x >= 1 for x in v),
+        lambda v: len(v) > 0 and all(is_int(x) and x >= 1 for x in v),
         "must be integers >= 1",
     )
     checker.int_at_least("INPUT.MIN_SIZE_TEST", 0)
@@ -286,13 +229,13 @@ def _check_input(checker: _Checker) -> None:
     if checker.get("INPUT.CROP.TYPE") in RELATIVE_CROPS:
         checker.check(
             "INPUT.CROP.SIZE",
-            lambda v: len(v) == 2 and all(_is_number(x) and 0 < x <= 1 for x in v),
+            lambda v: len(v) == 2 and all(is_number(x) and 0 < x <= 1 for x in v),
             f"must be 2 fractions in (0, 1] for INPUT.CROP.TYPE {checker.get('INPUT.CROP.TYPE')!r}",
         )
     else:
         checker.check(
             "INPUT.CROP.SIZE",
-            lambda v: len(v) == 2 and all(_is_int(x) and x >= 1 for x in v),
+            lambda v: len(v) == 2 and all(is_int(x) and x >= 1 for x in v),
             f"must be 2 integers >= 1 for INPUT.CROP.TYPE {checker.get('INPUT.CROP.TYPE')!r}",
         )
 
@@ -302,11 +245,11 @@ def _is_size(value: Any) -> bool:
     return (
         isinstance(value, (list, tuple))
         and len(value) == 2
-        and all(_is_int(x) and x >= 1 for x in value)
+        and all(is_int(x) and x >= 1 for x in value)
     )
 
 
-def _check_slide(checker: _Checker) -> None:
+def _check_slide(checker: Checker) -> None:
     s = "TEST.SLIDE"
     pair = "must be 2 integers (height, width) >= 1"
     crop_ok = checker.check(f"{s}.CROP_SIZE", _is_size, pair)
@@ -335,32 +278,18 @@ def _check_slide(checker: _Checker) -> None:
     )
 
 
-def _check_solver(checker: _Checker) -> None:
+def _check_solver(checker: Checker) -> None:
     world_size = comm.get_world_size()
     checker.check(
         "SOLVER.IMS_PER_BATCH",
-        lambda v: _is_int(v) and v >= 1 and v % world_size == 0,
+        lambda v: is_int(v) and v >= 1 and v % world_size == 0,
         f"must be an integer >= 1 divisible by the number of processes ({world_size})",
     )
     if checker.get("SOLVER.AMP.ENABLED"):
         checker.one_of("SOLVER.AMP.PRECISION", sorted(PRECISIONS))
 
 
-def _semantic_datasets(registered: Sequence[str]) -> List[str]:
-    return sorted(
-        name
-        for name in registered
-        if MetadataCatalog.get(name).get("evaluator_type") in SEMANTIC_EVALUATORS
-    )
-
-
-def missing_classes(metadata: Metadata) -> str:
-    """Why a data set without :func:`dataset_classes` cannot be used."""
-    error = metadata.get("dataset_error")
-    return f"cannot be used: {error}" if error else "has neither stuff_classes nor thing_classes"
-
-
-def _check_outputs(checker: _Checker) -> None:
+def _check_outputs(checker: Checker) -> None:
     """Panoptic and instance outputs need a mask-classification model and whole-image inference
     without test-time augmentation (which averages semantic scores only)."""
     test = "MODEL.MASK_FORMER.TEST"
@@ -380,46 +309,3 @@ def _check_outputs(checker: _Checker) -> None:
                 "must be False with TEST.AUG.ENABLED (test-time augmentation averages semantic "
                 "scores only)",
             )
-
-
-def _check_evaluation(checker: _Checker, name: str) -> None:
-    """A DATASETS.TEST data set has an evaluator for the enabled outputs (from its metadata:
-    semantic label maps of a panoptic data set are taken to exist)."""
-    evaluator_type = MetadataCatalog.get(name).get("evaluator_type")
-    if not evaluation_kinds(checker.cfg, evaluator_type, semantic_labels=True):
-        checker.fail("DATASETS.TEST", name, nothing_to_evaluate(name, evaluator_type))
-
-
-def _check_datasets(checker: _Checker) -> None:
-    num_classes = checker.get("MODEL.SEM_SEG_HEAD.NUM_CLASSES")
-    ignore_value = checker.get("MODEL.SEM_SEG_HEAD.IGNORE_VALUE")
-    registered = DatasetCatalog.list()
-    for key in ("DATASETS.TRAIN", "DATASETS.TEST"):
-        for name in checker.get(key):
-            if name not in registered:
-                checker.fail(
-                    key,
-                    name,
-                    f"data set {name!r} is not registered; semantic data sets registered: "
-                    f"{', '.join(_semantic_datasets(registered))} (see datasets/README.md)",
-                )
-                continue
-            metadata = MetadataCatalog.get(name)
-            classes = dataset_classes(metadata)
-            if key == "DATASETS.TEST":
-                _check_evaluation(checker, name)
-            if classes is None:
-                checker.fail(key, name, f"data set {name!r} {missing_classes(metadata)}")
-            elif len(classes) != num_classes:
-                checker.fail(
-                    "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
-                    num_classes,
-                    f"data set {name!r} ({key}) has {len(classes)} classes",
-                )
-            ignore_label = metadata.get("ignore_label")
-            if ignore_label is not None and ignore_label != ignore_value:
-                checker.fail(
-                    "MODEL.SEM_SEG_HEAD.IGNORE_VALUE",
-                    ignore_value,
-                    f"data set {name!r} ({key}) marks unlabelled pixels with {ignore_label}",
-                )
