@@ -21,6 +21,8 @@ LEAVES = sorted(
 )
 QUICKSTART = CONFIG_DIR / "quickstart" / "semask_swin_mask2former_quickstart.yaml"
 MIT_CONFIG = CONFIG_DIR / "ade20k" / "semantic_fpn" / "semask_mit_b0_bs16_80k_res512.yaml"
+PANOPTIC_CONFIG = CONFIG_DIR / "coco" / "panoptic-segmentation" / "swin_tiny_bs16_50ep.yaml"
+INSTANCE_CONFIG = CONFIG_DIR / "coco" / "instance-segmentation" / "swin_tiny_bs16_50ep.yaml"
 
 
 def quickstart(*opts: str):
@@ -56,13 +58,47 @@ def test_test_set_class_count_is_checked_too():
     assert "quickstart_sem_seg_train" not in text
 
 
-def test_unregistered_data_set_lists_the_registered_ones():
-    text = message(quickstart("DATASETS.TRAIN", "('ade20k_sem_seg_trian',)"))
-    assert (
-        "DATASETS.TRAIN = 'ade20k_sem_seg_trian': data set 'ade20k_sem_seg_trian' is not " in text
-    )
-    assert "ade20k_sem_seg_train" in text and "quickstart_sem_seg_val" in text
-    assert "coco_2017_train," not in text  # instance data sets are not listed
+@pytest.mark.parametrize(
+    "config, misspelled, closest, kind, listed, unlisted",
+    [
+        (
+            QUICKSTART,
+            "ade20k_sem_seg_trian",
+            "ade20k_sem_seg_train",
+            "semantic data sets registered (for MODEL.MASK_FORMER.TEST.SEMANTIC_ON)",
+            {"ade20k_sem_seg_train", "quickstart_sem_seg_val", "cityscapes_fine_sem_seg_val"},
+            {"coco_2017_train", "coco_2017_train_panoptic", "ade20k_panoptic_train"},
+        ),
+        (
+            PANOPTIC_CONFIG,
+            "coco_2017_train_panoptc",
+            "coco_2017_train_panoptic",
+            "panoptic data sets registered (for MODEL.MASK_FORMER.TEST.PANOPTIC_ON)",
+            {"coco_2017_train_panoptic", "ade20k_panoptic_val", "quickstart_panoptic_val"},
+            {"coco_2017_train", "ade20k_sem_seg_train", "ade20k_instance_train"},
+        ),
+        (
+            INSTANCE_CONFIG,
+            "coco_2017_trian",
+            "coco_2017_train",
+            "instance data sets registered (for MODEL.MASK_FORMER.TEST.INSTANCE_ON)",
+            {"coco_2017_train", "ade20k_instance_val"},
+            {"coco_2017_train_panoptic", "ade20k_panoptic_train", "ade20k_sem_seg_train"},
+        ),
+    ],
+)
+def test_unregistered_data_set_names_close_matches_and_the_data_sets_of_its_kind(
+    config, misspelled, closest, kind, listed, unlisted
+):
+    cfg = semask_cfg()
+    cfg.merge_from_file(str(config))
+    cfg.DATASETS.TRAIN = (misspelled,)
+    text = message(cfg)
+    line = next(line for line in text.splitlines() if "DATASETS.TRAIN = " in line)
+    assert f"data set {misspelled!r} is not registered; closest: {closest!r}" in line
+    assert f"; {kind}: " in line and line.endswith(" (see datasets/README.md)")
+    names = set(line.split(f"{kind}: ")[1].removesuffix(" (see datasets/README.md)").split(", "))
+    assert listed <= names and not names & unlisted
 
 
 def test_data_set_checks_can_be_skipped_for_model_only_use():

@@ -2,21 +2,45 @@
 registered, has the model's class count and ignore value, and each test set has an evaluator for
 the enabled outputs. Only metadata is read."""
 
-from typing import List, Sequence
+import difflib
+from typing import Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 
 from ..data.metadata import dataset_classes
 from .checker import Checker
-from .evaluators import SEMANTIC_TYPES, evaluation_kinds, nothing_to_evaluate
+from .evaluators import (
+    INSTANCE_TYPES,
+    PANOPTIC_TYPES,
+    SEMANTIC_TYPES,
+    TEST_KEY,
+    evaluation_kinds,
+    nothing_to_evaluate,
+)
+
+# The data sets a config is for, by its richest enabled output: (the MODEL.MASK_FORMER.TEST key
+# that enables it, the kind, the evaluator types of that kind's data sets).
+OUTPUT_KINDS = (
+    ("PANOPTIC_ON", "panoptic", PANOPTIC_TYPES),
+    ("INSTANCE_ON", "instance", INSTANCE_TYPES),
+    ("SEMANTIC_ON", "semantic", SEMANTIC_TYPES),
+)
+CLOSE_MATCHES = 3
 
 
-def _semantic_datasets(registered: Sequence[str]) -> List[str]:
-    return sorted(
-        name
-        for name in registered
-        if MetadataCatalog.get(name).get("evaluator_type") in SEMANTIC_TYPES
+def _not_registered(checker: Checker, name: str, registered: Sequence[str]) -> str:
+    """Why data set ``name`` cannot be used: the registered names closest to it, then the
+    registered data sets of the config's richest enabled output (:data:`OUTPUT_KINDS`; semantic
+    if none is enabled)."""
+    test = checker.cfg.MODEL.MASK_FORMER.TEST
+    key, kind, types = next((entry for entry in OUTPUT_KINDS if test[entry[0]]), OUTPUT_KINDS[-1])
+    fitting = sorted(n for n in registered if MetadataCatalog.get(n).get("evaluator_type") in types)
+    close = difflib.get_close_matches(name, registered, n=CLOSE_MATCHES)
+    closest = f"; closest: {', '.join(map(repr, close))}" if close else ""
+    return (
+        f"data set {name!r} is not registered{closest}; {kind} data sets registered (for "
+        f"{TEST_KEY}.{key}): {', '.join(fitting) or 'none'} (see datasets/README.md)"
     )
 
 
@@ -44,12 +68,7 @@ def check_datasets(checker: Checker) -> None:
     for key in ("DATASETS.TRAIN", "DATASETS.TEST"):
         for name in checker.get(key):
             if name not in registered:
-                checker.fail(
-                    key,
-                    name,
-                    f"data set {name!r} is not registered; semantic data sets registered: "
-                    f"{', '.join(_semantic_datasets(registered))} (see datasets/README.md)",
-                )
+                checker.fail(key, name, _not_registered(checker, name, registered))
                 continue
             metadata = MetadataCatalog.get(name)
             classes = dataset_classes(metadata)
