@@ -2,6 +2,7 @@
 ``evaluator_type`` and ``MODEL.MASK_FORMER.TEST.*_ON``, scoring hand-made predictions on tiny
 fabricated data sets (PQ/SQ/RQ and mask AP computed by hand), and the start-up checks."""
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -478,6 +479,26 @@ def test_validation_refuses_test_sets_with_nothing_to_score(data_sets, tmp_path)
     assert "it needs MODEL.MASK_FORMER.TEST.INSTANCE_ON True" in text
     assert f"no evaluator for data set {data_sets['lvis']!r} (evaluator_type 'lvis')" in text
     assert f"data set {data_sets['instances']!r} (DATASETS.TEST) has 2 classes" in text
+
+
+def test_validation_names_a_missing_panopticapi_where_pq_is_scored(
+    data_sets, tmp_path, monkeypatch
+):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "panopticapi" else find_spec(name, *args),
+    )
+    name = data_sets["coco_panoptic"]
+    cfg = quickstart_config(tmp_path, name, (name,), semantic=True, instance=True)
+    validate_config(cfg)  # no PQ: panopticapi is not needed
+    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = True
+    assert (
+        f"DATASETS.TEST = {name!r}: data set {name!r} is scored with PQ "
+        "(MODEL.MASK_FORMER.TEST.PANOPTIC_ON), which needs panopticapi (not installed): "
+        "pip install --no-deps panopticapi-lite"
+    ) in validation_message(cfg)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Start-up checks of a config's data sets (``DATASETS.TRAIN``, ``DATASETS.TEST``): each is
 registered, has the model's class count and ignore value, and each test set has an evaluator for
-the enabled outputs. Only metadata is read."""
+the enabled outputs, with the packages it needs installed. Only metadata is read."""
 
 import difflib
 from typing import Sequence
@@ -16,6 +16,7 @@ from .evaluators import (
     SEMANTIC_TYPES,
     TEST_KEY,
     evaluation_kinds,
+    missing_package,
     nothing_to_evaluate,
 )
 
@@ -52,16 +53,21 @@ def missing_classes(metadata: Metadata) -> str:
 
 def _check_evaluation(checker: Checker, name: str) -> None:
     """A DATASETS.TEST data set has an evaluator for the enabled outputs (from its metadata:
-    semantic label maps of a panoptic data set are taken to exist)."""
+    semantic label maps of a panoptic data set are taken to exist), and the packages it needs."""
     evaluator_type = MetadataCatalog.get(name).get("evaluator_type")
-    if not evaluation_kinds(checker.cfg, evaluator_type, semantic_labels=True):
+    kinds = evaluation_kinds(checker.cfg, evaluator_type, semantic_labels=True)
+    if not kinds:
         checker.fail("DATASETS.TEST", name, nothing_to_evaluate(name, evaluator_type))
+        return
+    missing = missing_package(kinds)
+    if missing:
+        checker.fail("DATASETS.TEST", name, f"data set {name!r} is scored with {missing}")
 
 
 def check_datasets(checker: Checker) -> None:
     """Every data set of ``DATASETS.TRAIN`` and ``DATASETS.TEST`` is registered and has
     ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` classes and its ignore value; every test set has an
-    evaluator for the enabled ``MODEL.MASK_FORMER.TEST.*_ON`` outputs."""
+    evaluator for the enabled ``MODEL.MASK_FORMER.TEST.*_ON`` outputs and its packages."""
     num_classes = checker.get("MODEL.SEM_SEG_HEAD.NUM_CLASSES")
     ignore_value = checker.get("MODEL.SEM_SEG_HEAD.IGNORE_VALUE")
     registered = DatasetCatalog.list()

@@ -15,8 +15,9 @@ so box AP would add no information and double the time.
 """
 
 import importlib
+import importlib.util
 import logging
-from typing import List
+from typing import List, Optional, Sequence
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -84,6 +85,19 @@ def nothing_to_evaluate(dataset_name: str, evaluator_type: str) -> str:
             "SEMANTIC_ON for a data set with semantic label maps (sem_seg_file_name)"
         )
     return f"no evaluator for {prefix}; known evaluator types: {list(EVALUATOR_TYPES)}"
+
+
+def missing_package(kinds: Sequence[str]) -> Optional[str]:
+    """The score of ``kinds`` whose package is not installed, with the package and how to install
+    it; None if nothing is missing. Looked up with ``importlib.util.find_spec`` (nothing is
+    imported). pycocotools (mask AP) is not looked up: detectron2 requires it, and nothing here
+    imports without it."""
+    if PANOPTIC in kinds and importlib.util.find_spec("panopticapi") is None:
+        return (
+            f"PQ ({TEST_KEY}.PANOPTIC_ON), which needs panopticapi (not installed): "
+            f"{PANOPTICAPI_INSTALL}"
+        )
+    return None
 
 
 def has_semantic_labels(dataset_name: str) -> bool:

@@ -36,9 +36,10 @@ def validate_config(cfg: CfgNode, *, datasets: bool = True) -> None:
     Checks the class count, the ignore value, the selected backbone's section
     (``MODEL.BACKBONE.NAME``), the mask-former keys, input sizes and the batch size; with
     ``datasets`` also that every data set of ``DATASETS.TRAIN`` and ``DATASETS.TEST`` is
-    registered with the model's class count and that every test set can be evaluated
-    (:func:`~semask.engine.dataset_checks.check_datasets`; only metadata is read). Panoptic and
-    instance outputs need a mask-classification model and no test-time augmentation.
+    registered with the model's class count and that every test set can be evaluated, the
+    evaluator's packages installed (:func:`~semask.engine.dataset_checks.check_datasets`; only
+    metadata is read). Panoptic and instance outputs need a mask-classification model and no
+    test-time augmentation.
     Names only a published fork's YAML uses are refused, and a mask-classification config must
     have the transformer decoder of its published family
     (:mod:`semask.modeling.meta_arch.families`); windowed stages other than the family's are
