@@ -3,6 +3,8 @@ priors figures, labels out."""
 
 import importlib.util
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import List, Tuple
 
@@ -28,6 +30,7 @@ from semask.visualization import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_DIR = REPO_ROOT / "demo"
 CONFIGS = sorted(p for p in (REPO_ROOT / "configs").rglob("*.yaml") if "Base" not in p.name)
 SEMANTIC_FPN_CONFIG = (
     REPO_ROOT / "configs/ade20k/semantic_fpn/semask_swin_tiny_bs16_80k_res512.yaml"
@@ -49,7 +52,10 @@ PRIOR_PANELS = ["input", "res2", "res3", "res4", "res5", "aggregated prior", "pr
 
 
 def load_demo():
-    spec = importlib.util.spec_from_file_location("semask_demo", REPO_ROOT / "demo" / "demo.py")
+    """demo/demo.py as a module; its sibling modules import as under `python demo/demo.py`."""
+    if str(DEMO_DIR) not in sys.path:
+        sys.path.append(str(DEMO_DIR))
+    spec = importlib.util.spec_from_file_location("semask_demo", DEMO_DIR / "demo.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -133,6 +139,14 @@ def test_parse_args_moves_overrides_after_the_inputs_to_opts():
     assert args.input == ["a.png", "b/"] and args.opts == ["MODEL.WEIGHTS", "w"]
     with pytest.raises(SystemExit):
         demo.parse_args(["--config-file", "c.yaml", "--input", "a.png", "--webcam"])
+
+
+def test_runs_as_a_script():
+    """`python demo/demo.py` finds its sibling modules (the script's folder is on sys.path)."""
+    command = [sys.executable, str(DEMO_DIR / "demo.py"), "--help"]
+    run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "--confidence-threshold" in run.stdout
 
 
 def test_expand_inputs_reads_files_globs_and_folders(image_dir: Path):
