@@ -43,6 +43,7 @@ def test_benchmark_writes_the_documented_json(tmp_path, capsys):
         latency = result["latency_ms"]
         assert len(latency["runs"]) == 2
         assert 0 < latency["min"] <= latency["median"] <= latency["max"]
+        assert latency["first_run"] > 0  # the one warm-up call, timed on its own
         assert result["throughput_img_s"] == pytest.approx(2 / (latency["median"] / 1e3))
         assert result["peak_memory_mb"] > 50 and result["memory_kind"] == "peak_rss"
         assert result["case"] == "cpu/float32/threads=1" and result["parameters"] > 0
@@ -77,6 +78,7 @@ def test_benchmark_bf16_channels_last_cases_without_memory(tmp_path):
     ]
     assert all(r["peak_memory_mb"] is None for r in written["results"])
     assert all(len(r["latency_ms"]["runs"]) == 1 for r in written["results"])
+    assert all("first_run" not in r["latency_ms"] for r in written["results"])  # no warm-up
 
 
 def test_peak_memory_of_one_case_in_this_process():

@@ -107,9 +107,14 @@ def run_case(
             kind: (subject.infer if mode == "eval" else subject.train_step)
             for kind, subject in subjects.items()
         }
-        times = alternate(runs, repeats=iters, warmup=warmup, device=device)
+        # the first call of each, one of the warm-up rounds, is timed on its own: with
+        # torch.compile it includes the compilation
+        first = alternate(runs, repeats=1, warmup=0, device=device) if warmup else {}
+        times = alternate(runs, repeats=iters, warmup=max(warmup - 1, 0), device=device)
         for spec in specs:
             latency = summarize(times[spec.kind])
+            if first:
+                latency["first_run"] = first[spec.kind][0] * 1e3
             result = {
                 "model": spec.kind,
                 "mode": mode,
@@ -149,16 +154,17 @@ def format_table(results: Sequence[Dict[str, object]]) -> str:
     """A fixed-width text table of ``results``."""
     header = (
         f"{'case':<34} {'model':<7} {'mode':<5} {'median ms':>10} {'min ms':>10} {'max ms':>10} "
-        f"{'img/s':>8} {'peak MiB':>9}"
+        f"{'first ms':>10} {'img/s':>8} {'peak MiB':>9}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         latency = r["latency_ms"]
         memory = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
+        first = f"{latency['first_run']:.1f}" if "first_run" in latency else "-"
         lines.append(
             f"{r['case']:<34} {r['model']:<7} {r['mode']:<5} {latency['median']:>10.1f} "
-            f"{latency['min']:>10.1f} {latency['max']:>10.1f} {r['throughput_img_s']:>8.2f} "
-            f"{memory:>9}"
+            f"{latency['min']:>10.1f} {latency['max']:>10.1f} {first:>10} "
+            f"{r['throughput_img_s']:>8.2f} {memory:>9}"
         )
     return "\n".join(lines)
 
