@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
-from semask.benchmarking import Settings, SubjectSpec, synthetic_samples
+from semask.benchmarking import Settings, SubjectSpec, runner, synthetic_samples
 from semask.benchmarking.flops import OP_HANDLES, analyze, module_groups
 from semask.benchmarking.hf_peer import PeerUnavailableError, require_transformers
 from semask.benchmarking.runner import measure_memory
@@ -43,12 +43,25 @@ def test_benchmark_writes_the_documented_json(tmp_path, capsys):
         latency = result["latency_ms"]
         assert len(latency["runs"]) == 2
         assert 0 < latency["min"] <= latency["median"] <= latency["max"]
+        assert latency["first_run"] > 0  # the one warm-up call, timed on its own
         assert result["throughput_img_s"] == pytest.approx(2 / (latency["median"] / 1e3))
         assert result["peak_memory_mb"] > 50 and result["memory_kind"] == "peak_rss"
         assert result["case"] == "cpu/float32/threads=1" and result["parameters"] > 0
     assert written["ratios"] == []
     table = capsys.readouterr().out
     assert "semask  eval" in table and "semask  train" in table and "GFLOP/s" in table
+
+
+@pytest.mark.parametrize("flags, native", [(["avx2", "fma"], False), (["avx512_bf16"], True)])
+def test_bf16_on_a_cpu_without_native_bf16_is_flagged(monkeypatch, tmp_path, capsys, flags, native):
+    monkeypatch.setattr(runner, "cpu_model_and_flags", lambda: ("Some CPU", flags))
+    assert runner.machine_info("cpu")["cpu_native_bf16"] is native
+    monkeypatch.setattr(benchmark, "machine_info", runner.machine_info)
+    monkeypatch.setattr(benchmark, "run_case", lambda *args, **kwargs: [])
+    report = benchmark.main(["--config-file", CONFIG, "--dtype", "bfloat16", "--no-memory"])
+    assert report["machine"]["cpu_native_bf16"] is native
+    note = "note: this CPU (Some CPU) has no native bf16 matrix product"
+    assert (note in capsys.readouterr().out) is not native
 
 
 def test_benchmark_bf16_channels_last_cases_without_memory(tmp_path):
@@ -65,6 +78,7 @@ def test_benchmark_bf16_channels_last_cases_without_memory(tmp_path):
     ]
     assert all(r["peak_memory_mb"] is None for r in written["results"])
     assert all(len(r["latency_ms"]["runs"]) == 1 for r in written["results"])
+    assert all("first_run" not in r["latency_ms"] for r in written["results"])  # no warm-up
 
 
 def test_peak_memory_of_one_case_in_this_process():

@@ -22,9 +22,10 @@ def micro_input_shape(priors=True, embed_dim=24, num_classes=19):
     return shape
 
 
-def build_head(reference_dir, model):
+def build_head(reference_dir, model, return_prior=True):
     cfg = semask_cfg()
     cfg.merge_from_file(str(reference_dir / f"{model}_config.yaml"))
+    cfg.MODEL.SEMASK.RETURN_PRIOR = return_prior
     shape = micro_input_shape(
         embed_dim=cfg.MODEL.SWIN.EMBED_DIM, num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     )
@@ -65,6 +66,25 @@ def test_reproduces_the_official_outputs(reference_dir, model):
         "sem_head_pred": relative_error(predictions["sem_pred"], outputs["sem_head_pred"]),
     }
     assert max(errors.values()) <= 1e-4, errors
+
+
+def test_inference_skips_the_semantic_decoder_unless_priors_are_returned(reference_dir):
+    """Without RETURN_PRIOR the eval head gives the same predictions and no ``sem_pred``;
+    training always gives it (loss_cate)."""
+    outputs = torch.load(reference_dir / "micro_msdeform_outputs.pt")
+    features = dict(outputs["features"])
+    features.update({f"prior_{k}": v for k, v in outputs["cls_outputs"].items()})
+    state = head_state(reference_dir, "micro_msdeform")
+    heads = {}
+    for return_prior in (True, False):
+        heads[return_prior] = build_head(reference_dir, "micro_msdeform", return_prior).eval()
+        heads[return_prior].load_state_dict(state, strict=True)
+    with torch.no_grad():
+        with_prior, without = heads[True](features), heads[False](features)
+    assert "sem_pred" in with_prior and "sem_pred" not in without
+    assert torch.equal(with_prior["pred_masks"], without["pred_masks"])
+    assert torch.equal(with_prior["pred_logits"], without["pred_logits"])
+    assert heads[False].train()(features)["sem_pred"].shape == with_prior["sem_pred"].shape
 
 
 def test_msfapn_keeps_the_shared_group_norm_tied(reference_dir):
@@ -147,17 +167,18 @@ def test_bad_configs_and_inputs_are_reported():
 def test_bf16_autocast_is_close_to_float32():
     """bf16 keeps 8 significant bits (relative rounding up to 2**-8 = 0.4%); the head under bf16
     autocast stays within 2% (relative norm error; measured 0.35-0.6%) of a float32 run on the same
-    bf16-rounded features, for every prediction and the prior."""
+    bf16-rounded features, for the final prediction, every layer's class logits and the prior."""
     cfg = tiny_cfg()
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "MSDeformAttnPixelFANDecoder"
+    cfg.MODEL.SEMASK.RETURN_PRIOR = True
     head = SEM_SEG_HEADS_REGISTRY.get("BranchMaskFormerHead")(cfg, micro_input_shape()).eval()
     features = {k: v.bfloat16() for k, v in tiny_features().items()}
     with torch.no_grad():
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
             out = head(features)
         expected = head({k: v.float() for k, v in features.items()})
-    pairs = [(out, expected)] + list(zip(out["aux_outputs"], expected["aux_outputs"]))
-    for actual, reference in pairs:
-        for key in ("pred_logits", "pred_masks"):
-            assert relative_error(actual[key].float(), reference[key]) < 2e-2, key
+    for key in ("pred_logits", "pred_masks"):
+        assert relative_error(out[key].float(), expected[key]) < 2e-2, key
+    for actual, reference in zip(out["aux_outputs"], expected["aux_outputs"]):
+        assert relative_error(actual["pred_logits"].float(), reference["pred_logits"]) < 2e-2
     assert relative_error(out["sem_pred"].float(), expected["sem_pred"]) < 2e-2

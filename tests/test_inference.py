@@ -32,6 +32,15 @@ def test_semantic_inference_matches_loop():
     assert out.shape == (K, 6, 7)
 
 
+@pytest.mark.parametrize("band_rows", [1, 4, 16, 40])
+def test_semantic_inference_in_bands_equals_one_einsum(band_rows):
+    """Bands of rows (the last one shorter when H is not a multiple) give the whole einsum."""
+    g = torch.Generator().manual_seed(band_rows)
+    cls, masks = torch.randn(7, K + 1, generator=g), torch.randn(7, 37, 23, generator=g) * 4
+    whole = torch.einsum("qc,qhw->chw", cls.softmax(-1)[:, :K], masks.sigmoid())
+    torch.testing.assert_close(semantic_inference(cls, masks, band_rows), whole)
+
+
 def _halves():
     left = torch.full((8, 8), -10.0)
     left[:, :4] = 10.0

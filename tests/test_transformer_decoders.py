@@ -60,6 +60,21 @@ def test_registered_under_official_name(name):
     assert TRANSFORMER_DECODER_REGISTRY.get(name).__name__ == name
 
 
+def test_mask2former_eval_makes_attention_masks_from_resized_features():
+    """Eval skips the earlier layers' full-size masks (attention masks from the resized mask
+    features instead): the same final prediction as training mode computes, aux logits kept."""
+    decoder = build("MultiScaleMaskedTransformerDecoder", in_channels=24)
+    x, mask_features = multi_scale(2, channels=24)
+    with torch.no_grad():
+        trained_way = decoder.train()(x, mask_features)
+        inferred = decoder.eval()(x, mask_features)
+    for key in ("pred_logits", "pred_masks"):
+        torch.testing.assert_close(inferred[key], trained_way[key], rtol=1e-5, atol=1e-5)
+    assert [sorted(aux) for aux in inferred["aux_outputs"]] == [["pred_logits"]] * 3
+    for aux, reference in zip(inferred["aux_outputs"], trained_way["aux_outputs"]):
+        torch.testing.assert_close(aux["pred_logits"], reference["pred_logits"])
+
+
 @pytest.mark.parametrize("pre_norm", [False, True])
 def test_mask2former_outputs_and_gradients(pre_norm):
     decoder = build("MultiScaleMaskedTransformerDecoder", in_channels=24, pre_norm=pre_norm)

@@ -26,7 +26,7 @@ import torch
 
 from semask.benchmarking import Settings, SubjectSpec, format_table, machine_info, run_case
 from semask.benchmarking.hf_peer import PeerUnavailableError, require_transformers
-from semask.benchmarking.runner import MODES, ratios, write_report
+from semask.benchmarking.runner import MODES, NATIVE_BF16_FLAGS, ratios, write_report
 from semask.benchmarking.subjects import DTYPES
 from semask.benchmarking.timing import matmul_rate
 
@@ -98,6 +98,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         "warmup": args.warmup,
         "results": [],
     }
+    if (
+        "bfloat16" in args.dtype
+        and args.device == "cpu"
+        and not report["machine"]["cpu_native_bf16"]
+    ):
+        sys.stdout.write(
+            f"note: this CPU ({report['machine']['cpu']}) has no native bf16 matrix product "
+            f"({' / '.join(NATIVE_BF16_FLAGS)}): bfloat16 runs an emulated path, far slower than "
+            "float32\n"
+        )
     if args.matmul_rate:
         report["matmul_gflops"] = {}
         for threads in sorted(set(args.threads)):

@@ -1,4 +1,5 @@
-"""Resizing of model outputs: label maps by nearest neighbour (:func:`resize_nearest`), and
+"""Resizing of model outputs: padded score maps to the requested output size
+(:func:`postprocess_to_output`), label maps by nearest neighbour (:func:`resize_nearest`), and
 per-class score maps bilinearly a band of rows at a time, in bounded memory.
 
 The result equals ``F.interpolate(mode="bilinear", align_corners=False)`` (the rule of detectron2's
@@ -11,8 +12,21 @@ from typing import Tuple
 
 import torch
 import torch.nn.functional as F
+from detectron2.modeling.postprocessing import sem_seg_postprocess
 
 CHUNK_ELEMENTS = 1 << 22
+
+
+def postprocess_to_output(
+    result: torch.Tensor, image_size: Tuple[int, int], height: int, width: int
+) -> torch.Tensor:
+    """detectron2's ``sem_seg_postprocess``: [C, Hp, Wp] -> the unpadded ``image_size`` crop,
+    resized bilinearly to [C, height, width]; the resize (a copy at scale 1) only when the sizes
+    differ."""
+    cropped = result[:, : image_size[0], : image_size[1]]
+    if tuple(cropped.shape[-2:]) == (height, width):
+        return cropped.contiguous()
+    return sem_seg_postprocess(result, image_size, height, width)
 
 
 def resize_nearest(tensor: torch.Tensor, height: int, width: int) -> torch.Tensor:

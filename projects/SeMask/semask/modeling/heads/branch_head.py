@@ -8,7 +8,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
 from ..pixel_decoder import build_pixel_decoder
-from ..semantic_prior import prior_feature_names, semantic_map
+from ..semantic_prior import prior_feature_names, prior_settings, semantic_map
 from ..transformer_decoder import build_transformer_decoder
 
 TRANSFORMER_INPUTS = ("multi_scale_pixel_decoder", "transformer_encoder", "pixel_embedding")
@@ -40,6 +40,9 @@ class BranchMaskFormerHead(nn.Module):
         transformer_in_feature: what the predictor reads: ``multi_scale_pixel_decoder``,
             ``transformer_encoder``, ``pixel_embedding`` or a backbone feature name.
         num_classes: K.
+        prior_at_inference: also return ``sem_pred`` in eval mode (for
+            ``MODEL.SEMASK.RETURN_PRIOR``); training always returns it (``loss_cate`` reads it),
+            inference without it skips the semantic decoder, which no prediction needs.
     """
 
     @configurable
@@ -51,6 +54,7 @@ class BranchMaskFormerHead(nn.Module):
         transformer_predictor: nn.Module,
         transformer_in_feature: str,
         num_classes: int,
+        prior_at_inference: bool = True,
     ) -> None:
         super().__init__()
         _check_transformer_in_feature(transformer_in_feature, input_shape)
@@ -59,6 +63,7 @@ class BranchMaskFormerHead(nn.Module):
         self.predictor = transformer_predictor
         self.transformer_in_feature = transformer_in_feature
         self.num_classes = num_classes
+        self.prior_at_inference = prior_at_inference
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
@@ -86,14 +91,15 @@ class BranchMaskFormerHead(nn.Module):
             ),
             "transformer_in_feature": in_feature,
             "num_classes": head.NUM_CLASSES,
+            "prior_at_inference": prior_settings(cfg).return_prior,
         }
 
     def forward(self, features: Dict[str, Tensor]) -> dict:
         """``features``: the backbone outputs (stage maps and ``prior_res*`` maps).
 
         Returns ``pred_logits`` [B, Q, K + 1], ``pred_masks`` [B, Q, H/4, W/4], ``aux_outputs``
-        and, when the backbone gives priors, ``sem_pred`` [B, K, H, W] (H, W: 4x the finest
-        prior's size, i.e. the padded input size).
+        and, when the backbone gives priors (in eval mode only with ``prior_at_inference``),
+        ``sem_pred`` [B, K, H, W] (H, W: 4x the finest prior's size, i.e. the padded input size).
         """
         mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)
         if self.transformer_in_feature == "multi_scale_pixel_decoder":
@@ -110,6 +116,6 @@ class BranchMaskFormerHead(nn.Module):
         else:
             source = features[self.transformer_in_feature]
         predictions = self.predictor(source, mask_features)
-        if self.prior_features:
+        if self.prior_features and (self.training or self.prior_at_inference):
             predictions["sem_pred"] = semantic_map(features, self.prior_features)
         return predictions

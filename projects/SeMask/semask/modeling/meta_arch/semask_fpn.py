@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
-from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 
+from ...upsample import postprocess_to_output
 from ..semantic_prior import prior_outputs, prior_settings
 from .inference import normalize_and_pad, output_size, pad_sem_seg
 from .sliding_window import SlidingWindow
@@ -69,7 +69,7 @@ class SeMaskFPN(SemanticSegmentor):
         image_size = images.image_sizes[0]
         logits, features = self._logits(images)
         height, width = output_size(input_per_image, image_size)
-        result = {"sem_seg": sem_seg_postprocess(logits[0], image_size, height, width)}
+        result = {"sem_seg": postprocess_to_output(logits[0], image_size, height, width)}
         if self.return_prior:
             sem_prior = self.sem_seg_head.prior_map(features)
             shapes = self.backbone.output_shape()

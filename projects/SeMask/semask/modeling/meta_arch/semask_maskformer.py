@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_sem_seg_head
-from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch import nn
 
 from ...data.targets import padded_instance_targets
+from ...upsample import postprocess_to_output
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
 from ..semantic_prior import CriterionPriorLoss, prior_outputs, prior_settings
@@ -225,11 +225,11 @@ class SeMaskMaskFormer(nn.Module):
             height, width = output_size(batched_inputs[i], image_size)
             result = {}
             if self.sem_seg_postprocess_before_inference or self.panoptic_on or self.instance_on:
-                mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
+                mask_pred = postprocess_to_output(mask_pred, image_size, height, width)
                 image_size = (height, width)
             if self.semantic_on:
                 scores = semantic_inference(mask_cls, mask_pred)
-                result["sem_seg"] = sem_seg_postprocess(scores, image_size, height, width)
+                result["sem_seg"] = postprocess_to_output(scores, image_size, height, width)
             if self.panoptic_on:
                 result["panoptic_seg"] = panoptic_inference(
                     mask_cls,

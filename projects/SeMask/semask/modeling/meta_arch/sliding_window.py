@@ -14,8 +14,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.modeling.postprocessing import sem_seg_postprocess
 
+from ...upsample import postprocess_to_output
 from .inference import output_size
 
 Box = Tuple[int, int, int, int]
@@ -95,5 +95,5 @@ class SlidingWindow:
             image_size = tuple(x["image"].shape[-2:])
             scores = self.scores(x["image"], crop_scores)
             height, width = output_size(x, image_size)
-            results.append({"sem_seg": sem_seg_postprocess(scores, image_size, height, width)})
+            results.append({"sem_seg": postprocess_to_output(scores, image_size, height, width)})
         return results

@@ -84,6 +84,9 @@ class WeightedSampleSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor]]:
         samples, weights = ctx.saved_tensors
+        # The gradient arrives transposed ([B, Q, M * D] output); one contiguous copy of it here
+        # keeps every product below contiguous, and grid_sample's backward then copies nothing.
+        grad_output = grad_output.contiguous()
         grad_samples = grad_weights = None
         if ctx.needs_input_grad[0]:
             grad_samples = grad_output[:, :, None] * weights

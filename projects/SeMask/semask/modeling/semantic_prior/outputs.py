@@ -9,8 +9,8 @@ from typing import Any, Dict, Mapping, Tuple
 
 import torch
 from detectron2.layers import ShapeSpec
-from detectron2.modeling.postprocessing import sem_seg_postprocess
 
+from ...upsample import postprocess_to_output
 from .naming import STAGE_NAMES, prior_name, split_features
 
 
@@ -40,7 +40,7 @@ def prior_outputs(
         stride = shapes[prior_name(stage)].stride
         stages[stage] = prior[index, :, : math.ceil(h / stride), : math.ceil(w / stride)]
     return {
-        "sem_prior": sem_seg_postprocess(sem_prior, image_size, height, width),
+        "sem_prior": postprocess_to_output(sem_prior, image_size, height, width),
         "stage_priors": stages,
     }
 

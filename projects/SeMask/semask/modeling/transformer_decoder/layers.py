@@ -179,8 +179,10 @@ def input_projection(in_channels: int, hidden_dim: int, enforce: bool) -> nn.Mod
 def set_aux_outputs(
     logits: Optional[Sequence[Tensor]], masks: Sequence[Tensor]
 ) -> List[Dict[str, Tensor]]:
-    """Every prediction but the last as ``{"pred_logits", "pred_masks"}`` (logits omitted when
-    ``logits`` is None), in order."""
-    if logits is None:
-        return [{"pred_masks": m} for m in masks[:-1]]
-    return [{"pred_logits": c, "pred_masks": m} for c, m in zip(logits[:-1], masks[:-1])]
+    """Every prediction but the last as ``{"pred_logits", "pred_masks"}``, in order; a key is
+    left out where its value is None (no class logits; masks not computed at inference)."""
+    logits = logits if logits is not None else [None] * len(masks)
+    return [
+        {k: v for k, v in (("pred_logits", c), ("pred_masks", m)) if v is not None}
+        for c, m in zip(logits[:-1], masks[:-1])
+    ]

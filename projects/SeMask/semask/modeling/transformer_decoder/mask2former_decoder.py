@@ -95,7 +95,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         ``mask_features`` [B, mask_dim, H, W].
 
         Returns ``pred_logits`` [B, Q, K + 1], ``pred_masks`` [B, Q, H, W] and ``aux_outputs``
-        (the ``dec_layers`` earlier predictions, in order).
+        (the ``dec_layers`` earlier predictions, in order; in eval mode without their masks).
         """
         if len(x) != self.num_feature_levels:
             raise ValueError(
@@ -112,7 +112,12 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
 
-        logits, masks, attn_mask = self.forward_prediction_heads(output, mask_features, sizes[0])
+        # In eval only the last prediction's masks are used: the earlier ones only give attention
+        # masks, made from the mask features resized once per attention size.
+        resized = MaskFeaturesAtSizes(mask_features) if not self.training else None
+        logits, masks, attn_mask = self.forward_prediction_heads(
+            output, mask_features, sizes[0], resized if self.num_layers else None
+        )
         all_logits, all_masks = [logits], [masks]
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
@@ -124,8 +129,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
             output = self.transformer_ffn_layers[i](output)
             next_size = sizes[(i + 1) % self.num_feature_levels]
+            last = i == self.num_layers - 1
             logits, masks, attn_mask = self.forward_prediction_heads(
-                output, mask_features, next_size
+                output, mask_features, next_size, None if last else resized
             )
             all_logits.append(logits)
             all_masks.append(masks)
@@ -138,15 +144,45 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         }
 
     def forward_prediction_heads(
-        self, output: Tensor, mask_features: Tensor, attn_size: Tuple[int, int]
-    ) -> Tuple[Optional[Tensor], Tensor, Tensor]:
+        self,
+        output: Tensor,
+        mask_features: Tensor,
+        attn_size: Tuple[int, int],
+        resized: Optional["MaskFeaturesAtSizes"] = None,
+    ) -> Tuple[Optional[Tensor], Optional[Tensor], Tensor]:
         """Class logits [B, Q, K + 1], mask logits [B, Q, H, W] and the attention mask
         [B * heads, Q, h * w] (True = do not attend: mask probability below 0.5 at ``attn_size``).
+
+        With ``resized`` (eval, a prediction whose masks nothing reads) the mask logits are None
+        and the attention mask comes from the mask features resized to ``attn_size``: bilinear
+        resizing is linear, so this equals resizing the full mask logits, at a fraction of the work.
         """
         decoded = self.decoder_norm(output).transpose(0, 1)
         logits = self.class_embed(decoded) if self.mask_classification else None
-        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
-        attn_mask = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
-        attn_mask = attn_mask.sigmoid().flatten(2) < 0.5
+        embedding = self.mask_embed(decoded)
+        if resized is None:
+            masks = torch.einsum("bqc,bchw->bqhw", embedding, mask_features)
+            small = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
+        else:
+            masks = None
+            small = torch.einsum("bqc,bchw->bqhw", embedding, resized.at(attn_size))
+        attn_mask = small.sigmoid().flatten(2) < 0.5
         attn_mask = attn_mask.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
         return logits, masks, attn_mask.detach()
+
+
+class MaskFeaturesAtSizes:
+    """``mask_features`` [B, C, H, W] resized bilinearly (align_corners=False) to each size asked
+    for, once per size."""
+
+    def __init__(self, mask_features: Tensor) -> None:
+        self.mask_features = mask_features
+        self.resized: Dict[Tuple[int, int], Tensor] = {}
+
+    def at(self, size: Tuple[int, int]) -> Tensor:
+        key = (int(size[0]), int(size[1]))
+        if key not in self.resized:
+            self.resized[key] = F.interpolate(
+                self.mask_features, size=key, mode="bilinear", align_corners=False
+            )
+        return self.resized[key]
