@@ -1,6 +1,6 @@
 """Mask2Former's transformer decoder: masked cross-attention over multi-scale pixel features."""
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -112,11 +112,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
 
-        # In eval only the last prediction's masks are used: the earlier ones only give attention
-        # masks, made from the mask features resized once per attention size.
-        resized = MaskFeaturesAtSizes(mask_features) if not self.training else None
+        attention_features = self.features_for_attention(mask_features, sizes)
         logits, masks, attn_mask = self.forward_prediction_heads(
-            output, mask_features, sizes[0], resized if self.num_layers else None
+            output, mask_features, sizes[0], attention_features[0]
         )
         all_logits, all_masks = [logits], [masks]
         for i in range(self.num_layers):
@@ -129,9 +127,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
             output = self.transformer_ffn_layers[i](output)
             next_size = sizes[(i + 1) % self.num_feature_levels]
-            last = i == self.num_layers - 1
             logits, masks, attn_mask = self.forward_prediction_heads(
-                output, mask_features, next_size, None if last else resized
+                output, mask_features, next_size, attention_features[i + 1]
             )
             all_logits.append(logits)
             all_masks.append(masks)
@@ -143,46 +140,45 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             ),
         }
 
+    def features_for_attention(
+        self, mask_features: Tensor, sizes: Sequence[Tuple[int, int]]
+    ) -> List[Optional[Tensor]]:
+        """Per prediction (``dec_layers`` + 1, in order), ``mask_features`` resized bilinearly to
+        its attention size where only its attention mask is read (eval: all but the last; one
+        resize per size), else None (training trains every prediction's full-size masks)."""
+        if self.training:
+            return [None] * (self.num_layers + 1)
+        attn_sizes = [tuple(sizes[j % self.num_feature_levels]) for j in range(self.num_layers)]
+        resized = {
+            size: F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False)
+            for size in set(attn_sizes)
+        }
+        return [resized[size] for size in attn_sizes] + [None]
+
     def forward_prediction_heads(
         self,
         output: Tensor,
         mask_features: Tensor,
         attn_size: Tuple[int, int],
-        resized: Optional["MaskFeaturesAtSizes"] = None,
+        attention_features: Optional[Tensor] = None,
     ) -> Tuple[Optional[Tensor], Optional[Tensor], Tensor]:
         """Class logits [B, Q, K + 1], mask logits [B, Q, H, W] and the attention mask
         [B * heads, Q, h * w] (True = do not attend: mask probability below 0.5 at ``attn_size``).
 
-        With ``resized`` (eval, a prediction whose masks nothing reads) the mask logits are None
-        and the attention mask comes from the mask features resized to ``attn_size``: bilinear
-        resizing is linear, so this equals resizing the full mask logits, at a fraction of the work.
+        With ``attention_features`` (:meth:`features_for_attention`: the mask features at
+        ``attn_size``, for a prediction whose masks nothing reads) the mask logits are None and
+        the attention mask comes from those: bilinear resizing is linear, so this equals resizing
+        the full mask logits, at a fraction of the work.
         """
         decoded = self.decoder_norm(output).transpose(0, 1)
         logits = self.class_embed(decoded) if self.mask_classification else None
         embedding = self.mask_embed(decoded)
-        if resized is None:
+        if attention_features is None:
             masks = torch.einsum("bqc,bchw->bqhw", embedding, mask_features)
             small = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
         else:
             masks = None
-            small = torch.einsum("bqc,bchw->bqhw", embedding, resized.at(attn_size))
+            small = torch.einsum("bqc,bchw->bqhw", embedding, attention_features)
         attn_mask = small.sigmoid().flatten(2) < 0.5
         attn_mask = attn_mask.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
         return logits, masks, attn_mask.detach()
-
-
-class MaskFeaturesAtSizes:
-    """``mask_features`` [B, C, H, W] resized bilinearly (align_corners=False) to each size asked
-    for, once per size."""
-
-    def __init__(self, mask_features: Tensor) -> None:
-        self.mask_features = mask_features
-        self.resized: Dict[Tuple[int, int], Tensor] = {}
-
-    def at(self, size: Tuple[int, int]) -> Tensor:
-        key = (int(size[0]), int(size[1]))
-        if key not in self.resized:
-            self.resized[key] = F.interpolate(
-                self.mask_features, size=key, mode="bilinear", align_corners=False
-            )
-        return self.resized[key]
