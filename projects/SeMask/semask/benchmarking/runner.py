@@ -22,16 +22,14 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 def cpu_model_and_flags() -> Tuple[str, List[str]]:
     """The CPU's model name and its feature flags (from /proc/cpuinfo where there is one)."""
-    cpu, flags = platform.processor() or platform.machine(), []
+    fields: Dict[str, str] = {}
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name" and cpu in ("", platform.machine()):
-                    cpu = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = value.split()
-    return cpu, flags
+                fields.setdefault(key.strip(), value.strip())  # the first CPU's
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    return model, fields.get("flags", "").split()
 
 
 def machine_info(device: str) -> Dict[str, object]:
