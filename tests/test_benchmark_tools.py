@@ -136,13 +136,13 @@ def test_sdpa_and_deformable_sampling_are_counted(tiny_model):
     counted = analyze(tiny_model, 64, 64, depth=1)
     without = dict(OP_HANDLES)
     try:
-        for name in ("aten::scaled_dot_product_attention", "prim::PythonOp.WeightedSampleSum"):
+        for name in ("aten::scaled_dot_product_attention", "prim::PythonOp.GatherWeightedSum"):
             del OP_HANDLES[name]
         uncounted = analyze(tiny_model, 64, 64, depth=1)
     finally:
         OP_HANDLES.update(without)
     assert uncounted.macs < counted.macs
-    assert {"aten::scaled_dot_product_attention", "prim::PythonOp.WeightedSampleSum"} <= set(
+    assert {"aten::scaled_dot_product_attention", "prim::PythonOp.GatherWeightedSum"} <= set(
         uncounted.uncounted
     )
 

@@ -1,5 +1,5 @@
-"""Multi-scale deformable attention: the packed single-grid_sample core against a direct loop and
-a per-level grid_sample reference, gradients, and the module around it."""
+"""Multi-scale deformable attention: the padded-table gather core against a direct loop and a
+per-level grid_sample reference, gradients, and the module around it."""
 
 import math
 
@@ -8,7 +8,11 @@ import torch
 
 import semask  # noqa: F401
 from semask.modeling.pixel_decoder import MSDeformAttn, ms_deform_attn
-from semask.modeling.pixel_decoder.ms_deform_attn import WeightedSampleSum, canvas_layout
+from semask.modeling.pixel_decoder.ms_deform_attn import (
+    GatherWeightedSum,
+    bilinear_taps,
+    padded_levels,
+)
 
 SHAPES = [(5, 7), (3, 4), (1, 1)]
 
@@ -116,8 +120,42 @@ def test_matches_per_level_grid_sample_at_a_realistic_size():
     )
 
 
-def test_canvas_layout_separates_levels_by_one_zero_row():
-    assert canvas_layout([(5, 7), (3, 4), (1, 1)]) == ([0, 6, 10], 11, 7)
+def test_padded_levels_put_each_level_inside_a_zero_border():
+    shapes = [(2, 3), (1, 1)]
+    value = torch.arange(1.0, 15.0).view(1, 7, 2, 1)  # 7 positions, 2 heads, 1 channel
+    table = padded_levels(value, shapes)
+    assert table.shape == (1, 4 * 5 + 3 * 3, 2, 1)
+    first = table[0, :20, 0, 0].view(4, 5)
+    torch.testing.assert_close(first[1:-1, 1:-1], value[0, :6, 0, 0].view(2, 3))
+    assert first.sum() == value[0, :6, 0, 0].sum()  # the border is zero
+    torch.testing.assert_close(table[0, 20:, 1, 0].view(3, 3)[1, 1], value[0, 6, 1, 0])
+
+
+def test_bilinear_taps_of_a_pixel_centre_and_of_far_outside_points():
+    shapes = [(2, 3)]
+    # pixel (x=1, y=0) of a 2 x 3 level: u = (1 + 0.5) / 3, v = 0.5 / 2; then a point far left
+    locations = torch.tensor([[1.5 / 3, 0.25], [-7.0, 0.25]]).view(1, 1, 1, 1, 2, 2)
+    attention = torch.tensor([0.25, 0.75]).view(1, 1, 1, 1, 2)
+    index, weights = bilinear_taps(locations, attention, shapes)
+    assert index.dtype == torch.int32 and index.shape == weights.shape == (1, 8)
+    # padded row of (x, y) is (y + 1) * 5 + (x + 1): the centre's four taps start at (1, 0)
+    assert index[0, :4].tolist() == [7, 8, 12, 13]
+    torch.testing.assert_close(weights[0, :4], torch.tensor([0.25, 0.0, 0.0, 0.0]))
+    # clamped to x = -1: its taps with non-zero weight are on the border column
+    assert all(int(i) % 5 == 0 for i, w in zip(index[0, 4:], weights[0, 4:]) if w != 0)
+
+
+def test_gather_weighted_sum_equals_the_dense_gather_and_gradchecks():
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(9, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    # repeated rows within and across entries, and rows nobody reads
+    index = torch.tensor([[0, 4, 4, 8], [8, 2, 0, 0], [5, 5, 5, 5]], dtype=torch.int32)
+    weights = torch.randn(3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    expected = (table[index.long()] * weights[..., None]).sum(1)
+    torch.testing.assert_close(GatherWeightedSum.apply(table, index, weights), expected)
+    assert torch.autograd.gradcheck(
+        lambda t, w: GatherWeightedSum.apply(t, index, w), (table, weights)
+    )
 
 
 def test_gradcheck_float64():
@@ -141,14 +179,22 @@ def test_gradcheck_float64_batch_and_four_levels():
     )
 
 
-def test_weighted_sample_sum_equals_broadcast_sum_and_gradchecks():
-    gen = torch.Generator().manual_seed(0)
-    samples = torch.randn(2, 3, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
-    weights = torch.randn(2, 1, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+def test_onnx_export_gathers_without_a_loop_and_matches_eager(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    wrapper = ModuleWithShapes(make_module()).eval()
+    inputs = module_inputs(2)
+    with torch.no_grad():
+        expected = wrapper(*inputs)
+        program = torch.onnx.export(wrapper, inputs, dynamo=True, verbose=False)
+    path = tmp_path / "msdeform.onnx"
+    program.save(str(path))
+    assert "Loop" not in {node.op_type for node in onnx.load(str(path)).graph.node}
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs)}
     torch.testing.assert_close(
-        WeightedSampleSum.apply(samples, weights), (samples * weights).sum(2)
+        torch.from_numpy(session.run(None, feeds)[0]), expected, rtol=1e-5, atol=1e-5
     )
-    assert torch.autograd.gradcheck(WeightedSampleSum.apply, (samples, weights))
 
 
 def test_shape_mismatch_is_reported():
@@ -171,6 +217,17 @@ def module_inputs(batch, d_model=16, shapes=SHAPES):
     reference = torch.rand(batch, 4, len(shapes), 2)
     flat = torch.randn(batch, total, d_model)
     return query, reference, flat
+
+
+class ModuleWithShapes(torch.nn.Module):
+    """``module`` on the levels of ``SHAPES`` (tensor inputs only, as an exporter needs)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, query, reference, flat):
+        return self.module(query, reference, flat, SHAPES)
 
 
 def test_initial_offsets_point_along_each_head_direction():

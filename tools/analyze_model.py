@@ -5,11 +5,11 @@
         [--latency-ms X | --benchmark N] [--output FILE.json] [KEY VALUE ...]
 
 Counts one eval-mode semantic inference of a uint8 image (fvcore's FlopCountAnalysis and
-ActivationCountAnalysis, with explicit handles for SDPA and grid_sample; operators without a
-handle are listed as "uncounted", not silently dropped). GFLOPs = 2 x multiply-adds. The groups
-are the modules ``--depth`` levels down (1: backbone / sem_seg_head; 2: pixel decoder, transformer
-decoder, ...). ``--latency-ms X`` (e.g. from tools/benchmark.py) or ``--benchmark N`` (median of N
-timed runs here) gives the achieved GFLOP/s.
+ActivationCountAnalysis, with explicit handles for SDPA, grid_sample and MSDeformAttn's gather;
+operators without a handle are listed as "uncounted", not silently dropped). GFLOPs = 2 x
+multiply-adds. The groups are the modules ``--depth`` levels down (1: backbone / sem_seg_head;
+2: pixel decoder, transformer decoder, ...). ``--latency-ms X`` (e.g. from tools/benchmark.py) or
+``--benchmark N`` (median of N timed runs here) gives the achieved GFLOP/s.
 """
 
 import argparse

@@ -16,7 +16,7 @@ from torch import nn
 
 from .modeling.backbone.common import set_sdpa
 
-# ONNX opset of exported graphs: 19 brings DeformConv (FaPN's DCNv2), 16 GridSample (MSDeformAttn).
+# ONNX opset of exported graphs (19 brings DeformConv, FaPN's DCNv2).
 OPSET = 20
 INPUT_NAME = "image"
 OUTPUT_NAME = "sem_seg"

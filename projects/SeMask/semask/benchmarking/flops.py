@@ -38,16 +38,17 @@ def baddbmm_macs(inputs: List[Any], outputs: List[Any]) -> int:
     return batch * rows * inner * get_shape(inputs[2])[-1]
 
 
-def weighted_sample_sum_macs(inputs: List[Any], outputs: List[Any]) -> int:
-    """MSDeformAttn's ``WeightedSampleSum``: one multiply-add per sample [N, D, K, Q]."""
-    return prod(get_shape(inputs[0]))
+def gather_weighted_sum_macs(inputs: List[Any], outputs: List[Any]) -> int:
+    """MSDeformAttn's ``GatherWeightedSum``: one multiply-add per entry [N, E] and channel D of
+    the table [R, D]."""
+    return prod(get_shape(inputs[1])) * get_shape(inputs[0])[-1]
 
 
 OP_HANDLES = {
     "aten::scaled_dot_product_attention": sdpa_macs,
     "aten::grid_sampler": grid_sample_macs,
     "aten::baddbmm": baddbmm_macs,
-    "prim::PythonOp.WeightedSampleSum": weighted_sample_sum_macs,
+    "prim::PythonOp.GatherWeightedSum": gather_weighted_sum_macs,
 }
 
 

@@ -1,100 +1,133 @@
 """Multi-scale deformable attention (Deformable DETR) in pure PyTorch.
 
-The official Mask2Former code needs a compiled CUDA op for this. Here all levels are packed into
-one zero-separated canvas per (image, head) and sampled with a single ``F.grid_sample`` over all
-heads at once (heads folded into the batch), so it runs on any device without a per-level sample,
-stack and concatenation.
+The official Mask2Former code needs a compiled CUDA op for this. Here each level gets a one-pixel
+zero border and all levels become one table of value rows, one row per (image, position, head).
+Every sampling point turns into its four bilinear neighbours in that table: four row numbers and
+four weights (attention weight x bilinear weight). The output of one (image, query, head) is then
+one weighted sum of table rows, which ``F.embedding_bag`` computes in the output's own [B, Q, M*D]
+layout, on any device, without a per-level sample, a transpose or a [.., points, queries]
+temporary.
 """
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def canvas_layout(spatial_shapes: Sequence[Tuple[int, int]]) -> Tuple[List[int], int, int]:
-    """Where :func:`pack_levels` puts each level: its first row (levels stacked top to bottom
-    with one zero row between neighbours, so that no bilinear sample mixes two levels), and the
-    canvas height sum(H_l) + L - 1 and width max(W_l)."""
-    rows, row = [], 0
-    for height, _ in spatial_shapes:
-        rows.append(row)
-        row += int(height) + 1
-    return rows, row - 1, max(int(w) for _, w in spatial_shapes)
-
-
-def pack_levels(value: Tensor, spatial_shapes: Sequence[Tuple[int, int]]) -> Tensor:
-    """[B, S, M, D] flattened levels -> [B * M, D, H_c, W_c] canvas (:func:`canvas_layout`), zero
-    outside the levels; level l fills ``H_l`` rows from its first row and columns 0 to ``W_l``."""
+def padded_levels(value: Tensor, spatial_shapes: Sequence[Tuple[int, int]]) -> Tensor:
+    """[B, S, M, D] flattened levels -> [B, S', M, D]: each level [H_l, W_l] stored as
+    [H_l + 2, W_l + 2] with a zero border, the levels one after the other (S' their total)."""
     batch, _, heads, dim = value.shape
-    rows, height, width = canvas_layout(spatial_shapes)
-    canvas = value.new_zeros(batch, heads, dim, height, width)
-    sizes = [int(h) * int(w) for h, w in spatial_shapes]
-    for row, (h, w), level in zip(rows, spatial_shapes, value.split(sizes, 1)):
-        # one copy per level, from [B, H*W, M, D] straight into its place in the canvas
-        level = level.permute(0, 2, 3, 1).unflatten(-1, (int(h), int(w)))
-        canvas[:, :, :, row : row + int(h), : int(w)] = level
-    return canvas.view(batch * heads, dim, height, width)
+    padded = [(int(h) + 2) * (int(w) + 2) for h, w in spatial_shapes]
+    table = value.new_zeros(batch, sum(padded), heads, dim)
+    levels = value.split([int(h) * int(w) for h, w in spatial_shapes], 1)
+    start = 0
+    for (h, w), level, rows in zip(spatial_shapes, levels, padded):
+        place = table[:, start : start + rows].view(batch, int(h) + 2, int(w) + 2, heads, dim)
+        place[:, 1:-1, 1:-1] = level.view(batch, int(h), int(w), heads, dim)
+        start += rows
+    return table
 
 
-def canvas_grid(sampling_locations: Tensor, spatial_shapes: Sequence[Tuple[int, int]]) -> Tensor:
-    """[B, Q, M, L, P, 2] (x, y) in [0, 1] per level -> [B * M, L * P, Q, 2] grid_sample
-    coordinates (align_corners=False) on the canvas of :func:`pack_levels`.
+def bilinear_taps(
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    spatial_shapes: Sequence[Tuple[int, int]],
+) -> Tuple[Tensor, Tensor]:
+    """Row numbers and weights in the :func:`padded_levels` table of every point's four bilinear
+    neighbours: [B, Q, M, L, P, 2] (x, y) in [0, 1], [B, Q, M, L, P] -> index (int32, or int64 for
+    a table of 2^31 rows or more) and weights, both [B * Q * M, L * P * 4].
 
-    Points come before queries so that consecutive samples are neighbouring points of one level
-    (cache-friendly reads, and a weighted sum over points that runs along contiguous queries). A
-    location more than one pixel outside its level is clamped to one pixel beyond the edge, where
-    every bilinear neighbour with a non-zero weight is zero padding: it reads zero, as on the
-    level alone, with zero gradient.
+    A location more than one pixel outside its level is clamped to one pixel beyond the edge,
+    where every neighbour with a non-zero weight is border: it reads zero, with zero gradient.
     """
     batch, queries, heads, levels, points, _ = sampling_locations.shape
-    rows, height, width = canvas_layout(spatial_shapes)
-    options = {"dtype": sampling_locations.dtype, "device": sampling_locations.device}
-    sizes = torch.tensor([[int(w), int(h)] for h, w in spatial_shapes], **options)
-    canvas = torch.tensor([width, height], **options)
-    shifts = torch.tensor([[0.0, row] for row in rows], **options)
-    # pixel x = u * W_l - 1/2 in [-1, W_l]  <=>  u in [-1/(2 W_l), 1 + 1/(2 W_l)]
-    low, high = (-0.5 / sizes)[:, None, None], (1 + 0.5 / sizes)[:, None, None]
-    # canvas coordinate (x + 1/2 + shift) * 2 / W_c - 1 = u * scale + bias
-    scale, bias = (2 * sizes / canvas)[:, None, None], (2 * shifts / canvas - 1)[:, None, None]
-    # [B, Q, M, L, P, 2] -> [B, M, L, P, Q, 2], the one copy of the locations
-    locations = sampling_locations.permute(0, 2, 3, 4, 1, 5).contiguous()
-    grid = torch.addcmul(bias, torch.clamp(locations, low, high), scale)
-    return grid.view(batch * heads, levels * points, queries, 2)
+    device, dtype = sampling_locations.device, sampling_locations.dtype
+    rows_per_image = sum((int(h) + 2) * (int(w) + 2) for h, w in spatial_shapes)
+    index_type = torch.int32 if batch * rows_per_image * heads < 2**31 else torch.int64
+    size = torch.tensor([[int(w), int(h)] for h, w in spatial_shapes], dtype=dtype, device=device)
+    size = size[:, None]  # [L, 1, 2]
+    # pixel-centre coordinates, clamped to [-1, W_l] x [-1, H_l]
+    pixel = torch.addcmul(size.new_tensor(-0.5), sampling_locations, size)
+    pixel = torch.clamp(pixel, size.new_tensor(-1.0), size)
+    # top-left neighbour (at most W_l - 1, so that pixel W_l is its right neighbour at weight 1)
+    corner = torch.minimum(pixel.floor(), size - 1)
+    fraction = pixel - corner
+    # the padded table's row of (x, y): first + (y + 1) * (W_l + 2) + (x + 1)
+    integers = {"dtype": index_type, "device": device}
+    row_length = torch.tensor([int(w) + 2 for _, w in spatial_shapes], **integers)[:, None]
+    firsts, first = [], 0
+    for h, w in spatial_shapes:
+        firsts.append(first + int(w) + 3)
+        first += (int(h) + 2) * (int(w) + 2)
+    first_row = torch.tensor(firsts, **integers)[:, None]  # [L, 1]
+    corner = corner.to(index_type)
+    row = first_row + corner[..., 1] * row_length + corner[..., 0]  # [B, Q, M, L, P]
+    image = torch.arange(batch, **integers).view(batch, 1, 1, 1, 1) * rows_per_image
+    head = torch.arange(heads, **integers).view(1, 1, heads, 1, 1)
+    top_left = (row + image) * heads + head
+    below = top_left + row_length * heads  # the same column one row further down
+    index = torch.stack([top_left, top_left + heads, below, below + heads], -1)
+    fx, fy = fraction[..., 0], fraction[..., 1]
+    upper = attention_weights - attention_weights * fy
+    lower = attention_weights * fy
+    weights = torch.stack([upper - upper * fx, upper * fx, lower - lower * fx, lower * fx], -1)
+    return index.view(batch * queries * heads, -1), weights.view(batch * queries * heads, -1)
 
 
-class WeightedSampleSum(torch.autograd.Function):
-    """``(samples * weights).sum(2)``: samples [N, D, K, Q], weights [N, 1, K, Q] -> [N, D, Q].
+class GatherWeightedSum(torch.autograd.Function):
+    """``(table[index] * weights[..., None]).sum(1)``: table [R, D], index and weights [N, E] ->
+    [N, D], without the [N, E, D] gather.
 
-    One multiply-add per sample k over contiguous [N, D, Q] slices, forward and backward: much
-    faster than a broadcast product and sum over the short K dimension, and without its
-    [N, D, K, Q] temporary or the per-slice copies that autograd through a Python loop makes.
+    The backward's table gradient is the same kind of sum seen from the table's side: every row
+    collects the weighted output gradients of the entries that read it (entries sorted by row).
     """
 
     @staticmethod
-    def forward(ctx, samples: Tensor, weights: Tensor) -> Tensor:
-        ctx.save_for_backward(samples, weights)
-        output = samples[:, :, 0] * weights[:, :, 0]
-        for k in range(1, samples.shape[2]):
-            output.addcmul_(samples[:, :, k], weights[:, :, k])
-        return output
+    def forward(ctx, table: Tensor, index: Tensor, weights: Tensor) -> Tensor:
+        ctx.save_for_backward(table, index, weights)
+        return F.embedding_bag(index, table, per_sample_weights=weights, mode="sum")
 
     @staticmethod
-    def backward(ctx, grad_output: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-        samples, weights = ctx.saved_tensors
-        # The gradient arrives transposed ([B, Q, M * D] output); one contiguous copy of it here
-        # keeps every product below contiguous, and grid_sample's backward then copies nothing.
+    def backward(ctx, grad_output: Tensor) -> Tuple[Optional[Tensor], None, Optional[Tensor]]:
+        table, index, weights = ctx.saved_tensors
         grad_output = grad_output.contiguous()
-        grad_samples = grad_weights = None
+        grad_table = grad_weights = None
         if ctx.needs_input_grad[0]:
-            grad_samples = grad_output[:, :, None] * weights
-        if ctx.needs_input_grad[1]:
-            grad_weights = torch.stack(
-                [(grad_output * samples[:, :, k]).sum(1) for k in range(samples.shape[2])], 1
-            )[:, None]
-        return grad_samples, grad_weights
+            entries = index.reshape(-1)
+            order = torch.argsort(entries)
+            counts = torch.bincount(entries, minlength=table.shape[0])
+            offsets = counts.cumsum(0) - counts
+            grad_table = F.embedding_bag(
+                torch.div(order, index.shape[1], rounding_mode="floor"),
+                grad_output,
+                offsets,
+                per_sample_weights=weights.reshape(-1)[order],
+                mode="sum",
+            )
+        if ctx.needs_input_grad[2]:
+            with torch.enable_grad():
+                weights = weights.detach().requires_grad_(True)
+                output = F.embedding_bag(
+                    index, table.detach(), per_sample_weights=weights, mode="sum"
+                )
+                (grad_weights,) = torch.autograd.grad(output, weights, grad_output)
+        return grad_table, None, grad_weights
+
+
+def gather_weighted_sum(table: Tensor, index: Tensor, weights: Tensor) -> Tensor:
+    """:class:`GatherWeightedSum`; in an ONNX export a sum over the E entries of gathered rows
+    (the exporter would turn ``embedding_bag`` into a Loop over the N bags)."""
+    if not torch.onnx.is_in_onnx_export():
+        return GatherWeightedSum.apply(table, index, weights)
+    index = index.long()  # ONNX Gather takes int64 rows
+    output = table.index_select(0, index[:, 0]) * weights[:, :1]
+    for entry in range(1, index.shape[1]):
+        output = output + table.index_select(0, index[:, entry]) * weights[:, entry : entry + 1]
+    return output
 
 
 def ms_deform_attn(
@@ -127,18 +160,10 @@ def ms_deform_attn(
         )
     if batch == 0 or queries == 0:
         return value.new_zeros((batch, queries, heads * dim))
-    # [B*M, D, L*P, Q]
-    samples = F.grid_sample(
-        pack_levels(value, spatial_shapes),
-        canvas_grid(sampling_locations, spatial_shapes),
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=False,
-    )
-    # [B, Q, M, L, P] -> [B*M, 1, L*P, Q]
-    weights = attention_weights.permute(0, 2, 3, 4, 1).reshape(batch * heads, 1, -1, queries)
-    output = WeightedSampleSum.apply(samples, weights)
-    return output.view(batch, heads * dim, queries).transpose(1, 2).contiguous()
+    table = padded_levels(value, spatial_shapes).view(-1, dim)
+    index, weights = bilinear_taps(sampling_locations, attention_weights, spatial_shapes)
+    output = gather_weighted_sum(table, index, weights)
+    return output.view(batch, queries, heads * dim)
 
 
 class MSDeformAttn(nn.Module):
