@@ -1,5 +1,7 @@
 """Transformer decoders built from configs: output structure, gradients, masking, bad input."""
 
+import math
+
 import pytest
 import torch
 from conftest import semask_cfg
@@ -186,3 +188,24 @@ def test_position_encoding_values():
     torch.testing.assert_close(pos[0, 0, :, 0], rows.sin(), atol=1e-5, rtol=1e-5)
     cols = torch.tensor([1.0, 2.0, 3.0, 4.0]) / 4 * 2 * torch.pi
     torch.testing.assert_close(pos[0, 5, 0, :], cols.cos(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_position_encoding_equals_the_per_pixel_formula(normalize):
+    feats, temperature = 6, 50.0
+    encoder = PositionEmbeddingSine(feats, temperature=temperature, normalize=normalize)
+    pos = encoder(torch.zeros(2, 5, 3, 7))
+    assert pos.shape == (2, 2 * feats, 3, 7)
+    for y in range(3):
+        for x in range(7):
+            coords = []
+            for value, length in ((y + 1.0, 3), (x + 1.0, 7)):
+                coords.append(value / (length + 1e-6) * 2 * math.pi if normalize else value)
+            expected = []
+            for coord in coords:
+                for i in range(feats):
+                    angle = coord / temperature ** (2 * (i // 2) / feats)
+                    expected.append(math.sin(angle) if i % 2 == 0 else math.cos(angle))
+            expected = torch.tensor(expected)
+            for image in range(2):
+                torch.testing.assert_close(pos[image, :, y, x], expected, atol=1e-5, rtol=1e-5)

@@ -47,6 +47,7 @@ def attention_block(
         _with_pos(memory, pos),
         value=memory,
         attn_mask=attn_mask,
+        need_weights=False,
     )[0]
     tgt = tgt + dropout(attended)
     return tgt if normalize_before else norm(tgt)

@@ -34,23 +34,27 @@ class PositionEmbeddingSine(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` [B, C, H, W] (only its shape and device are used; no position is padding).
-        Returns [B, 2 * num_pos_feats, H, W] in float32."""
-        ones = torch.ones(
-            (x.shape[0], x.shape[2], x.shape[3]), dtype=torch.float32, device=x.device
-        )
-        y_embed = ones.cumsum(1)
-        x_embed = ones.cumsum(2)
+        Returns [B, 2 * num_pos_feats, H, W] in float32.
+
+        The y half depends on the row only and the x half on the column only, so each is
+        computed once per row / column and broadcast over the other axis."""
+        batch, _, height, width = x.shape
+        pos_y = self._encode(height, x.device)[:, None, :].expand(height, width, -1)
+        pos_x = self._encode(width, x.device)[None, :, :].expand(height, width, -1)
+        pos = torch.cat((pos_y, pos_x), dim=2).permute(2, 0, 1)
+        return pos[None].expand(batch, -1, -1, -1)
+
+    def _encode(self, length: int, device: torch.device) -> Tensor:
+        """[length, num_pos_feats]: the encoding of positions 1..length along one axis."""
+        embed = torch.arange(1, length + 1, dtype=torch.float32, device=device)
         if self.normalize:
             eps = 1e-6
-            y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
-            x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
-        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=x.device)
+            embed = embed / (embed[-1:] + eps) * self.scale
+        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=device)
         dim_t = self.temperature ** (
             2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats
         )
-        pos_x = _interleave_sin_cos(x_embed[:, :, :, None] / dim_t)
-        pos_y = _interleave_sin_cos(y_embed[:, :, :, None] / dim_t)
-        return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
+        return _interleave_sin_cos(embed[:, None] / dim_t)
 
 
 def _interleave_sin_cos(angles: Tensor) -> Tensor:
