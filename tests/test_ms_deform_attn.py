@@ -146,11 +146,17 @@ def test_bilinear_taps_of_a_pixel_centre_and_of_far_outside_points():
 
 
 def test_gather_weighted_sum_equals_the_dense_gather_and_gradchecks():
+    """Taps of points inside, on the edge of and far outside two levels, two images: rows read
+    by several taps, border rows, rows nobody reads."""
+    shapes = [(3, 4), (2, 1)]
     gen = torch.Generator().manual_seed(0)
-    table = torch.randn(9, 3, generator=gen, dtype=torch.float64, requires_grad=True)
-    # repeated rows within and across entries, and rows nobody reads
-    index = torch.tensor([[0, 4, 4, 8], [8, 2, 0, 0], [5, 5, 5, 5]], dtype=torch.int32)
-    weights = torch.randn(3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    locations = torch.rand(2, 5, 2, 2, 3, 2, generator=gen, dtype=torch.float64) * 3 - 1
+    locations[0, 0] = 1.0
+    attention = torch.rand(2, 5, 2, 2, 3, generator=gen, dtype=torch.float64)
+    index, weights = bilinear_taps(locations, attention, shapes)
+    rows = 2 * sum((h + 2) * (w + 2) for h, w in shapes) * 2
+    table = torch.randn(rows, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    weights = weights.detach().requires_grad_(True)
     expected = (table[index.long()] * weights[..., None]).sum(1)
     torch.testing.assert_close(GatherWeightedSum.apply(table, index, weights), expected)
     assert torch.autograd.gradcheck(

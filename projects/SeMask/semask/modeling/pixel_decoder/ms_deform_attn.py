@@ -10,6 +10,7 @@ temporary.
 """
 
 import math
+import warnings
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -79,11 +80,15 @@ def bilinear_taps(
 
 
 class GatherWeightedSum(torch.autograd.Function):
-    """``(table[index] * weights[..., None]).sum(1)``: table [R, D], index and weights [N, E] ->
-    [N, D], without the [N, E, D] gather.
+    """``(table[index] * weights[..., None]).sum(1)`` for the taps of :func:`bilinear_taps`:
+    table [R, D], index and weights [N, T * 4] (four neighbours per tap) -> [N, D], without the
+    [N, T * 4, D] gather.
 
     The backward's table gradient is the same kind of sum seen from the table's side: every row
-    collects the weighted output gradients of the entries that read it (entries sorted by row).
+    collects the weighted output gradients of the entries that read it, entries grouped by row.
+    A neighbour's row is its tap's top-left row plus a step that is constant within a level, and
+    all four stay inside that level, so ordering the N * T taps by top-left row orders each of the
+    four neighbour slots by its own row: one sort of N * T rows instead of N * T * 4.
     """
 
     @staticmethod
@@ -97,25 +102,55 @@ class GatherWeightedSum(torch.autograd.Function):
         grad_output = grad_output.contiguous()
         grad_table = grad_weights = None
         if ctx.needs_input_grad[0]:
-            entries = index.reshape(-1)
-            order = torch.argsort(entries)
-            counts = torch.bincount(entries, minlength=table.shape[0])
-            offsets = counts.cumsum(0) - counts
+            rows = table.shape[0]
+            corners = index.view(-1, 4)  # [N * T, 4] rows of each tap's neighbours
+            order = torch.argsort(corners[:, 0])
+            bag = torch.div(order, index.shape[1] // 4, rounding_mode="floor")
+            # one bag per (neighbour slot, table row); slot c's entries follow slot c - 1's
+            counts = torch.stack([torch.bincount(corners[:, c], minlength=rows) for c in range(4)])
+            counts = counts.view(-1)
             grad_table = F.embedding_bag(
-                torch.div(order, index.shape[1], rounding_mode="floor"),
+                bag.repeat(4),
                 grad_output,
-                offsets,
-                per_sample_weights=weights.reshape(-1)[order],
+                counts.cumsum(0) - counts,
+                per_sample_weights=weights.view(-1, 4)
+                .index_select(0, order)
+                .t()
+                .contiguous()
+                .view(-1),
                 mode="sum",
             )
+            grad_table = grad_table.view(4, rows, -1).sum(0)
         if ctx.needs_input_grad[2]:
-            with torch.enable_grad():
-                weights = weights.detach().requires_grad_(True)
-                output = F.embedding_bag(
-                    index, table.detach(), per_sample_weights=weights, mode="sum"
-                )
-                (grad_weights,) = torch.autograd.grad(output, weights, grad_output)
+            grad_weights = entry_dot_products(grad_output, table, index)
         return grad_table, None, grad_weights
+
+
+def entry_dot_products(grad_output: Tensor, table: Tensor, index: Tensor) -> Tensor:
+    """[N, E]: the dot product of ``grad_output`` [N, D] row n and ``table`` [R, D] row
+    ``index[n, e]``, the weights' gradient: ``grad_output @ table.T`` at the N x E positions of a
+    sparse matrix (``torch.sparse.sampled_addmm``). While compiling, where sparse tensors do not
+    trace, the same values come from ``embedding_bag``'s own weight gradient."""
+    bags, entries = index.shape
+    if torch.compiler.is_compiling():
+        with torch.enable_grad():
+            weights = grad_output.new_zeros(index.shape, requires_grad=True)
+            output = F.embedding_bag(index, table, per_sample_weights=weights, mode="sum")
+            return torch.autograd.grad(output, weights, grad_output)[0]
+    row_starts = torch.arange(
+        0, bags * entries + 1, entries, dtype=index.dtype, device=index.device
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        positions = torch.sparse_csr_tensor(
+            row_starts,
+            index.reshape(-1),
+            grad_output.new_zeros(bags * entries),
+            size=(bags, table.shape[0]),
+            check_invariants=False,
+        )
+    products = torch.sparse.sampled_addmm(positions, grad_output, table.t(), beta=0.0)
+    return products.values().view(bags, entries)
 
 
 def gather_weighted_sum(table: Tensor, index: Tensor, weights: Tensor) -> Tensor:
