@@ -14,6 +14,7 @@ from fvcore.nn import sigmoid_focal_loss
 from torch import nn
 
 from .matcher import HungarianMatcher
+from .pixel_loss import cross_entropy_sum
 
 Outputs = Dict[str, torch.Tensor]
 Targets = List[Dict[str, torch.Tensor]]
@@ -36,7 +37,7 @@ def ignore_aware_cross_entropy(
             f"ignore_aware_cross_entropy: sem_pred size {tuple(sem_pred.shape[-2:])} differs from "
             f"sem_seg size {tuple(sem_seg.shape[-2:])}"
         )
-    total = F.cross_entropy(sem_pred.float(), sem_seg, ignore_index=ignore_value, reduction="sum")
+    total = cross_entropy_sum(sem_pred.float(), sem_seg, ignore_value)
     return total / (sem_seg != ignore_value).sum().clamp(min=1)
 
 
