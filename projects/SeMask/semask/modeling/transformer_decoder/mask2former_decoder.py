@@ -149,8 +149,10 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         if self.training:
             return [None] * (self.num_layers + 1)
         attn_sizes = [tuple(sizes[j % self.num_feature_levels]) for j in range(self.num_layers)]
+        # one channels-last copy: the CPU resize of a [B, C, H, W] map makes one per call
+        source = mask_features.contiguous(memory_format=torch.channels_last)
         resized = {
-            size: F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False)
+            size: F.interpolate(source, size=size, mode="bilinear", align_corners=False)
             for size in set(attn_sizes)
         }
         return [resized[size] for size in attn_sizes] + [None]
