@@ -138,11 +138,34 @@ def test_bilinear_taps_of_a_pixel_centre_and_of_far_outside_points():
     attention = torch.tensor([0.25, 0.75]).view(1, 1, 1, 1, 2)
     index, weights = bilinear_taps(locations, attention, shapes)
     assert index.dtype == torch.int32 and index.shape == weights.shape == (1, 8)
+    index, weights = index.view(4, 2), weights.view(4, 2)  # [neighbour slot, point]
     # padded row of (x, y) is (y + 1) * 5 + (x + 1): the centre's four taps start at (1, 0)
-    assert index[0, :4].tolist() == [7, 8, 12, 13]
-    torch.testing.assert_close(weights[0, :4], torch.tensor([0.25, 0.0, 0.0, 0.0]))
+    assert index[:, 0].tolist() == [7, 8, 12, 13]
+    torch.testing.assert_close(weights[:, 0], torch.tensor([0.25, 0.0, 0.0, 0.0]))
     # clamped to x = -1: its taps with non-zero weight are on the border column
-    assert all(int(i) % 5 == 0 for i, w in zip(index[0, 4:], weights[0, 4:]) if w != 0)
+    assert all(int(i) % 5 == 0 for i, w in zip(index[:, 1], weights[:, 1]) if w != 0)
+    assert weights[:, 1].sum().item() == pytest.approx(0.75)
+
+
+def test_bilinear_tap_weights_gradcheck_inside_and_outside_the_clamp_range():
+    """The written-out backward of the tap weights, for points inside, near and far outside two
+    levels (zero location gradient where clamped); without autograd the same index and weights."""
+    shapes = [(3, 4), (2, 1)]
+    gen = torch.Generator().manual_seed(1)
+    locations = torch.rand(2, 3, 2, 2, 3, 2, generator=gen, dtype=torch.float64) * 4 - 1.5
+    attention = torch.rand(2, 3, 2, 2, 3, generator=gen, dtype=torch.float64)
+    inputs = (locations.requires_grad_(True), attention.requires_grad_(True))
+    assert torch.autograd.gradcheck(lambda loc, a: bilinear_taps(loc, a, shapes)[1], inputs)
+    index, weights = bilinear_taps(locations, attention, shapes)
+    with torch.no_grad():
+        plain_index, plain_weights = bilinear_taps(locations, attention, shapes)
+    assert torch.equal(index, plain_index) and torch.equal(weights, plain_weights)
+    (weights * torch.rand(weights.shape, generator=gen, dtype=weights.dtype)).sum().backward()
+    size = torch.tensor([[w, h] for h, w in shapes], dtype=torch.float64).view(2, 1, 2)
+    pixel = locations.detach() * size - 0.5
+    far = (pixel < -1.0) | (pixel > size)  # clamped coordinates: no gradient
+    assert far.any() and locations.grad[far].abs().sum() == 0
+    assert (locations.grad[~far] != 0).all()
 
 
 def test_gather_weighted_sum_equals_the_dense_gather_and_gradchecks():

@@ -33,6 +33,96 @@ def padded_levels(value: Tensor, spatial_shapes: Sequence[Tuple[int, int]]) -> T
     return table
 
 
+def _tap_layout(
+    spatial_shapes: Sequence[Tuple[int, int]],
+    batch: int,
+    heads: int,
+    points: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Where the taps of each level lie in the :func:`padded_levels` table, viewed as
+    [B * S' * M, D] rows, for the L * P points of a head: ``size`` [L * P, 2], (W_l, H_l) of each
+    point's level; ``origin`` [B, 1, M, L * P], the row of its level's pixel (0, 0) for each image
+    and head; ``steps`` [4, L * P], the row steps from its top-left neighbour to all four.
+
+    Every constant varies along the last dimensions only, so that the elementwise work on
+    [B, Q, M, L * P] tensors broadcasts over whole contiguous rows."""
+    rows_per_image = sum((int(h) + 2) * (int(w) + 2) for h, w in spatial_shapes)
+    index_type = torch.int32 if batch * rows_per_image * heads < 2**31 else torch.int64
+    integers = {"dtype": index_type, "device": device}
+    firsts, first = [], 0
+    for h, w in spatial_shapes:
+        firsts.append(first + int(w) + 3)  # pixel (0, 0) sits one row and one column in
+        first += (int(h) + 2) * (int(w) + 2)
+    size = torch.tensor([[int(w), int(h)] for h, w in spatial_shapes], dtype=dtype, device=device)
+    image = torch.arange(batch, **integers).view(batch, 1, 1, 1) * rows_per_image
+    level = torch.tensor(firsts, **integers).repeat_interleave(points)
+    head = torch.arange(heads, **integers).view(1, 1, heads, 1)
+    line = torch.tensor([(int(w) + 2) * heads for _, w in spatial_shapes], **integers)
+    line = line.repeat_interleave(points)  # one pixel down: a padded row of every head
+    steps = torch.stack([line * 0, line * 0 + heads, line, line + heads])
+    return size.repeat_interleave(points, 0), (image + level) * heads + head, steps
+
+
+def _taps(
+    locations: Tensor, attention: Tensor, size: Tensor, origin: Tensor, steps: Tensor
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """:func:`bilinear_taps` on locations [B, Q, M, L * P, 2] and attention [B, Q, M, L * P],
+    without autograd: index and weights [B, Q, M, 4, L * P] (neighbours upper left, upper right,
+    lower left, lower right) and the fractions (fx, fy) [B, Q, M, L * P, 2] of each point past
+    its upper-left neighbour."""
+    heads = attention.shape[2]
+    pixel = torch.addcmul(size.new_tensor(-0.5), locations, size).clamp_min_(-1.0)
+    pixel = torch.minimum(pixel, size, out=pixel)
+    # upper-left neighbour: at most W_l - 1, so that pixel W_l is its right neighbour
+    corner = torch.minimum(pixel.floor(), size - 1)
+    fraction = pixel.sub_(corner)
+    corner = corner.to(steps.dtype)
+    upper_left = corner[..., 1] * steps[2]
+    upper_left += origin
+    upper_left.add_(corner[..., 0], alpha=heads)  # one pixel right: M rows further
+    index = upper_left[..., None, :] + steps
+    fx, fy = fraction[..., 0], fraction[..., 1]
+    lower = attention * fy
+    upper = attention - lower
+    weights = attention.new_empty(index.shape)
+    torch.mul(upper, fx, out=weights[..., 1, :])
+    torch.sub(upper, weights[..., 1, :], out=weights[..., 0, :])
+    torch.mul(lower, fx, out=weights[..., 3, :])
+    torch.sub(lower, weights[..., 3, :], out=weights[..., 2, :])
+    return index, weights, fraction
+
+
+class _BilinearTaps(torch.autograd.Function):
+    """:func:`_taps` with its backward written out. A point's four weights are
+    a (1 - fy)(1 - fx), a (1 - fy) fx, a fy (1 - fx), a fy fx, so the gradients of a, fx and fy
+    are linear interpolations of the four weight gradients, and a location's gradient is its
+    fraction's times the level size inside the clamp range, zero outside it."""
+
+    @staticmethod
+    def forward(ctx, locations, attention, size, origin, steps):
+        index, weights, fraction = _taps(locations, attention, size, origin, steps)
+        pixel = torch.addcmul(size.new_tensor(-0.5), locations, size)
+        inside = (pixel >= -1.0).logical_and_(pixel <= size)
+        ctx.save_for_backward(attention, fraction, inside.to(pixel.dtype).mul_(size))
+        ctx.mark_non_differentiable(index)
+        return index, weights
+
+    @staticmethod
+    def backward(ctx, _, grad_weights):
+        attention, fraction, location_scale = ctx.saved_tensors
+        fx, fy = fraction[..., 0], fraction[..., 1]
+        upper_left, upper_right, lower_left, lower_right = grad_weights.unbind(-2)
+        upper = torch.lerp(upper_left, upper_right, fx)
+        lower = torch.lerp(lower_left, lower_right, fx)
+        grad_attention = torch.lerp(upper, lower, fy)
+        grad_y = (lower - upper).mul_(attention)
+        grad_x = torch.lerp(upper_right - upper_left, lower_right - lower_left, fy).mul_(attention)
+        grad_locations = torch.stack([grad_x, grad_y], -1).mul_(location_scale)
+        return grad_locations, grad_attention, None, None, None
+
+
 def bilinear_taps(
     sampling_locations: Tensor,
     attention_weights: Tensor,
@@ -40,55 +130,41 @@ def bilinear_taps(
 ) -> Tuple[Tensor, Tensor]:
     """Row numbers and weights in the :func:`padded_levels` table of every point's four bilinear
     neighbours: [B, Q, M, L, P, 2] (x, y) in [0, 1], [B, Q, M, L, P] -> index (int32, or int64 for
-    a table of 2^31 rows or more) and weights, both [B * Q * M, L * P * 4].
+    a table of 2^31 rows or more) and weights, both [B * Q * M, 4 * L * P]: per (image, query,
+    head) the upper-left neighbours of its L * P points, then the upper-right, lower-left and
+    lower-right ones.
 
     A location more than one pixel outside its level is clamped to one pixel beyond the edge,
     where every neighbour with a non-zero weight is border: it reads zero, with zero gradient.
     """
     batch, queries, heads, levels, points, _ = sampling_locations.shape
-    device, dtype = sampling_locations.device, sampling_locations.dtype
-    rows_per_image = sum((int(h) + 2) * (int(w) + 2) for h, w in spatial_shapes)
-    index_type = torch.int32 if batch * rows_per_image * heads < 2**31 else torch.int64
-    size = torch.tensor([[int(w), int(h)] for h, w in spatial_shapes], dtype=dtype, device=device)
-    size = size[:, None]  # [L, 1, 2]
-    # pixel-centre coordinates, clamped to [-1, W_l] x [-1, H_l]
-    pixel = torch.addcmul(size.new_tensor(-0.5), sampling_locations, size)
-    pixel = torch.clamp(pixel, size.new_tensor(-1.0), size)
-    # top-left neighbour (at most W_l - 1, so that pixel W_l is its right neighbour at weight 1)
-    corner = torch.minimum(pixel.floor(), size - 1)
-    fraction = pixel - corner
-    # the padded table's row of (x, y): first + (y + 1) * (W_l + 2) + (x + 1)
-    integers = {"dtype": index_type, "device": device}
-    row_length = torch.tensor([int(w) + 2 for _, w in spatial_shapes], **integers)[:, None]
-    firsts, first = [], 0
-    for h, w in spatial_shapes:
-        firsts.append(first + int(w) + 3)
-        first += (int(h) + 2) * (int(w) + 2)
-    first_row = torch.tensor(firsts, **integers)[:, None]  # [L, 1]
-    corner = corner.to(index_type)
-    row = first_row + corner[..., 1] * row_length + corner[..., 0]  # [B, Q, M, L, P]
-    image = torch.arange(batch, **integers).view(batch, 1, 1, 1, 1) * rows_per_image
-    head = torch.arange(heads, **integers).view(1, 1, heads, 1, 1)
-    top_left = (row + image) * heads + head
-    below = top_left + row_length * heads  # the same column one row further down
-    index = torch.stack([top_left, top_left + heads, below, below + heads], -1)
-    fx, fy = fraction[..., 0], fraction[..., 1]
-    upper = attention_weights - attention_weights * fy
-    lower = attention_weights * fy
-    weights = torch.stack([upper - upper * fx, upper * fx, lower - lower * fx, lower * fx], -1)
+    layout = _tap_layout(
+        spatial_shapes,
+        batch,
+        heads,
+        points,
+        sampling_locations.dtype,
+        sampling_locations.device,
+    )
+    locations = sampling_locations.reshape(batch, queries, heads, levels * points, 2)
+    attention = attention_weights.reshape(batch, queries, heads, levels * points)
+    if torch.is_grad_enabled() and (locations.requires_grad or attention.requires_grad):
+        index, weights = _BilinearTaps.apply(locations, attention, *layout)
+    else:
+        index, weights, _ = _taps(locations, attention, *layout)
     return index.view(batch * queries * heads, -1), weights.view(batch * queries * heads, -1)
 
 
 class GatherWeightedSum(torch.autograd.Function):
     """``(table[index] * weights[..., None]).sum(1)`` for the taps of :func:`bilinear_taps`:
-    table [R, D], index and weights [N, T * 4] (four neighbours per tap) -> [N, D], without the
-    [N, T * 4, D] gather.
+    table [R, D], index and weights [N, 4 * T] (per bag the upper-left neighbours of its T points,
+    then the other three neighbour slots) -> [N, D], without the [N, 4 * T, D] gather.
 
     The backward's table gradient is the same kind of sum seen from the table's side: every row
     collects the weighted output gradients of the entries that read it, entries grouped by row.
-    A neighbour's row is its tap's top-left row plus a step that is constant within a level, and
-    all four stay inside that level, so ordering the N * T taps by top-left row orders each of the
-    four neighbour slots by its own row: one sort of N * T rows instead of N * T * 4.
+    A neighbour's row is its point's upper-left row plus a step that is constant within a level,
+    and all four stay inside that level, so ordering the N * T points by upper-left row orders
+    each of the four neighbour slots by its own row: one sort of N * T rows instead of N * T * 4.
     """
 
     @staticmethod
@@ -103,20 +179,21 @@ class GatherWeightedSum(torch.autograd.Function):
         grad_table = grad_weights = None
         if ctx.needs_input_grad[0]:
             rows = table.shape[0]
-            corners = index.view(-1, 4)  # [N * T, 4] rows of each tap's neighbours
-            order = torch.argsort(corners[:, 0])
-            bag = torch.div(order, index.shape[1] // 4, rounding_mode="floor")
+            bags, points = index.shape[0], index.shape[1] // 4
+            slots = index.view(bags, 4, points)
+            order = torch.argsort(slots[:, 0].reshape(-1))
+            bag = torch.div(order, points, rounding_mode="floor")
             # one bag per (neighbour slot, table row); slot c's entries follow slot c - 1's
-            counts = torch.stack([torch.bincount(corners[:, c], minlength=rows) for c in range(4)])
-            counts = counts.view(-1)
+            slot_offsets = torch.arange(0, 4 * rows, rows, dtype=index.dtype, device=index.device)
+            counts = torch.bincount((slots + slot_offsets[:, None]).view(-1), minlength=4 * rows)
             grad_table = F.embedding_bag(
                 bag.repeat(4),
                 grad_output,
                 counts.cumsum(0) - counts,
-                per_sample_weights=weights.view(-1, 4)
-                .index_select(0, order)
-                .t()
-                .contiguous()
+                per_sample_weights=weights.view(bags, 4, points)
+                .transpose(0, 1)
+                .reshape(4, -1)
+                .index_select(1, order)
                 .view(-1),
                 mode="sum",
             )
