@@ -182,12 +182,9 @@ class HungarianMatcher(nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """The same random points of [Q, h, w] predictions and [N, H, W] targets: [Q, P], [N, P]."""
         coords = torch.rand(1, self.num_points, 2, device=pred_masks.device)
+        # the masks as the channels of one image: one sampling grid serves all of them
         target_points = point_sample(
-            target_masks[:, None].to(pred_masks.dtype),
-            coords.expand(len(target_masks), -1, -1),
-            align_corners=False,
-        ).squeeze(1)
-        pred_points = point_sample(
-            pred_masks[:, None], coords.expand(len(pred_masks), -1, -1), align_corners=False
-        ).squeeze(1)
+            target_masks[None].to(pred_masks.dtype), coords, align_corners=False
+        )[0]
+        pred_points = point_sample(pred_masks[None], coords, align_corners=False)[0]
         return pred_points.float(), target_points.float()
