@@ -45,7 +45,7 @@ def _outputs(batch=2, queries=6, size=(24, 32), num_aux=2, seed=0):
 
     out = one()
     out["aux_outputs"] = [one() for _ in range(num_aux)]
-    out["sem_pred"] = torch.randn(batch, NUM_CLASSES, *size, generator=g)
+    out["prior_sum"] = torch.randn(batch, NUM_CLASSES, size[0] // 4, size[1] // 4, generator=g)
     for t in [out, *out["aux_outputs"]]:
         for v in t.values():
             if isinstance(v, torch.Tensor):
@@ -146,7 +146,7 @@ def test_all_ignore_image_gives_finite_losses():
     assert losses["loss_cate"].item() == 0.0 and losses["loss_mask"].item() == 0.0
     assert losses["loss_ce"].item() > 0  # every query must predict "no object"
     sum(losses.values()).backward()
-    assert outputs["sem_pred"].grad is not None and outputs["pred_masks"].grad is not None
+    assert outputs["prior_sum"].grad is not None and outputs["pred_masks"].grad is not None
 
 
 @pytest.mark.parametrize("mask_loss", ["sigmoid_ce", "focal"])

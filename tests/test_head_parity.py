@@ -70,7 +70,7 @@ def test_reproduces_the_official_outputs(reference_dir, model):
 
 def test_inference_skips_the_semantic_decoder_unless_priors_are_returned(reference_dir):
     """Without RETURN_PRIOR the eval head gives the same predictions and no ``sem_pred``;
-    training always gives it (loss_cate)."""
+    training always gives the stride-4 ``prior_sum`` that loss_cate resizes."""
     outputs = torch.load(reference_dir / "micro_msdeform_outputs.pt")
     features = dict(outputs["features"])
     features.update({f"prior_{k}": v for k, v in outputs["cls_outputs"].items()})
@@ -84,7 +84,11 @@ def test_inference_skips_the_semantic_decoder_unless_priors_are_returned(referen
     assert "sem_pred" in with_prior and "sem_pred" not in without
     assert torch.equal(with_prior["pred_masks"], without["pred_masks"])
     assert torch.equal(with_prior["pred_logits"], without["pred_logits"])
-    assert heads[False].train()(features)["sem_pred"].shape == with_prior["sem_pred"].shape
+    trained = heads[False].train()(features)
+    assert "sem_pred" not in trained
+    assert (
+        tuple(4 * s for s in trained["prior_sum"].shape[-2:]) == with_prior["sem_pred"].shape[-2:]
+    )
 
 
 def test_msfapn_keeps_the_shared_group_norm_tied(reference_dir):
@@ -142,7 +146,7 @@ def test_maskformer_decoder_on_the_encoder_output():
     head = SEM_SEG_HEADS_REGISTRY.get("BranchMaskFormerHead")(cfg, micro_input_shape())
     out = head(tiny_features())
     assert out["pred_logits"].shape == (1, 4, 20)
-    assert out["sem_pred"].shape == (1, 19, 64, 96)
+    assert out["prior_sum"].shape == (1, 19, 16, 24)
 
 
 def test_bad_configs_and_inputs_are_reported():

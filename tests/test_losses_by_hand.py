@@ -103,16 +103,19 @@ def test_default_config_weights_no_object_by_one_tenth():
 
 
 def test_prior_loss_averages_over_labelled_pixels_of_the_whole_batch():
-    # image 0: one labelled pixel, logits (ln 3, 0), class 0: -log 3/4
-    # image 1: three labelled pixels with logits (0, 0) -> ln 2 each; one ignored pixel
-    sem_pred = torch.zeros(2, 2, 2, 2)
-    sem_pred[0, 0, 0, 0] = LN3
-    sem_pred[0, :, 1, :] = torch.tensor([[50.0, -50.0], [-50.0, 50.0]])  # ignored: huge losses
-    sem_pred[1, 0, 1, 1] = 50.0  # ignored pixel of image 1
-    sem_seg = torch.tensor([[[0, 255], [255, 255]], [[1, 0], [1, 255]]])
+    # a 2 x 2 prior sum resized 4x (align_corners=True) keeps its logits at the 8 x 8 corners
+    # image 0: one labelled corner, logits (ln 3, 0), class 0: -log 3/4
+    # image 1: three labelled corners with logits (0, 0) -> ln 2 each; the rest ignored
+    prior = torch.zeros(2, 2, 2, 2)
+    prior[0, 0, 0, 0] = LN3
+    prior[0, :, 1, :] = torch.tensor([[50.0, -50.0], [-50.0, 50.0]])  # ignored: huge losses
+    prior[1, 0, 1, 1] = 50.0  # ignored corner of image 1
+    sem_seg = torch.full((2, 8, 8), 255)
+    sem_seg[0, 0, 0] = 0
+    sem_seg[1, 0, 0], sem_seg[1, 0, 7], sem_seg[1, 7, 0] = 1, 0, 1
     targets = [{"sem_seg": s} for s in sem_seg]
     expected = (math.log(4 / 3) + 3 * LN2) / 4  # not the mean of the per-image means
-    loss = CriterionPriorLoss(255)({"sem_pred": sem_pred}, targets)
+    loss = CriterionPriorLoss(255)({"prior_sum": prior}, targets)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -164,9 +167,12 @@ def test_criterion_forward_by_hand(centre_points):
     )
     outputs = _planted_outputs(swap=False)
     outputs["aux_outputs"] = [_planted_outputs(swap=True)]
-    outputs["sem_pred"] = torch.zeros(1, 2, 2, 2)
-    outputs["sem_pred"][0, 0, 0, 0] = LN3
-    sem_seg = torch.tensor([[0, 1], [255, 255]])
+    # a 1 x 2 prior sum resized 4x (align_corners=True) to 4 x 8 keeps its logits at the
+    # corners: (ln 3, 0) at the labelled top-left pixel (class 0), (0, 0) at the top-right (1)
+    outputs["prior_sum"] = torch.zeros(1, 2, 1, 2)
+    outputs["prior_sum"][0, 0, 0, 0] = LN3
+    sem_seg = torch.full((4, 8), 255)
+    sem_seg[0, 0], sem_seg[0, 7] = 0, 1
     targets = [{"labels": torch.tensor([0]), "masks": torch.ones(1, 2, 2), "sem_seg": sem_seg}]
 
     losses = crit(outputs, targets)

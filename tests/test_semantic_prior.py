@@ -22,6 +22,7 @@ from semask.modeling.semantic_prior import (
     prior_loss,
     prior_name,
     prior_outputs,
+    prior_sum,
     read_prior_outputs,
     semantic_map,
     split_features,
@@ -131,31 +132,53 @@ def test_semantic_map_aggregates_the_named_priors_and_names_missing_ones():
 
 
 def _hand_case(ignore_value):
-    """One labelled pixel with logits (ln 3, 0) of class 0 (CE ln 4/3), one with (0, 0) (ln 2),
-    two ignored pixels with huge losses; the mean over labelled pixels is (ln 4/3 + ln 2) / 2."""
-    sem_pred = torch.zeros(1, 2, 2, 2)
-    sem_pred[0, 0, 0, 0] = math.log(3.0)
-    sem_pred[0, :, 1, :] = torch.tensor([[50.0, -50.0], [-50.0, 50.0]])
-    sem_seg = torch.tensor([[[0, 1], [ignore_value, ignore_value]]])
-    return sem_pred, sem_seg, (math.log(4 / 3) + math.log(2.0)) / 2
+    """A 2 x 2 prior sum, resized 4x (align_corners=True) to 8 x 8: its corners keep their
+    logits. Labelled: the top-left corner, logits (ln 3, 0), class 0 (CE ln 4/3), and the
+    top-right one, logits (0, 0) (CE ln 2); every other pixel (the bottom row with huge losses)
+    is ignored. The mean over labelled pixels is (ln 4/3 + ln 2) / 2."""
+    prior = torch.zeros(1, 2, 2, 2)
+    prior[0, 0, 0, 0] = math.log(3.0)
+    prior[0, :, 1, :] = torch.tensor([[50.0, -50.0], [-50.0, 50.0]])
+    sem_seg = torch.full((1, 8, 8), ignore_value)
+    sem_seg[0, 0, 0], sem_seg[0, 0, 7] = 0, 1
+    return prior, sem_seg, (math.log(4 / 3) + math.log(2.0)) / 2
 
 
 @pytest.mark.parametrize("ignore_value", [255, 254])
 def test_prior_loss_by_hand(ignore_value):
-    sem_pred, sem_seg, expected = _hand_case(ignore_value)
-    assert prior_loss(sem_pred, sem_seg, ignore_value).item() == pytest.approx(expected, rel=1e-6)
+    prior, sem_seg, expected = _hand_case(ignore_value)
+    assert prior_loss(prior, sem_seg, ignore_value).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_prior_loss_is_the_cross_entropy_of_the_semantic_decoder_output():
+    """The resize inside the loss equals the decoder's: same value and gradient as the
+    cross-entropy of :func:`aggregate_priors`; a label size that is not 4x is named."""
+    gen = torch.Generator().manual_seed(0)
+    priors = [torch.randn(2, K, 12 // 2**i, 20 // 2**i, generator=gen) for i in range(3)]
+    priors = [p.requires_grad_(True) for p in priors]
+    sem_seg = torch.randint(0, K, (2, 48, 80), generator=gen)
+    sem_seg[0, 5:9] = 255
+    expected = nn.functional.cross_entropy(aggregate_priors(priors), sem_seg, ignore_index=255)
+    expected_grads = torch.autograd.grad(expected, priors)
+    features = {f"p{i}": p for i, p in enumerate(priors)}
+    value = prior_loss(prior_sum(features, ["p0", "p1", "p2"]), sem_seg, 255)
+    torch.testing.assert_close(value, expected)
+    for grad, reference in zip(torch.autograd.grad(value, priors), expected_grads):
+        torch.testing.assert_close(grad, reference)
+    with pytest.raises(ValueError, match=r"output size \(48, 80\).*label size \(48, 81\)"):
+        prior_loss(priors[0], torch.zeros(2, 48, 81, dtype=torch.int64), 255)
 
 
 def test_criterion_prior_loss_is_prior_loss_with_the_configured_ignore_value():
     """The Mask2Former/MaskFormer criterion trains the prior with the same function as the FPN
     head, ignoring MODEL.SEM_SEG_HEAD.IGNORE_VALUE (the value padding uses)."""
-    sem_pred, sem_seg, expected = _hand_case(254)
+    prior, sem_seg, expected = _hand_case(254)
     cfg = semask_cfg()
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 2, 254
     loss = build_criterion(cfg).extra_losses["loss_cate"]
-    value = loss({"sem_pred": sem_pred}, [{"sem_seg": sem_seg[0]}])
+    value = loss({"prior_sum": prior}, [{"sem_seg": sem_seg[0]}])
     assert value.item() == pytest.approx(expected, rel=1e-6)
-    with pytest.raises(KeyError, match="loss_cate needs the head's 'sem_pred'.*CATE_WEIGHT 0"):
+    with pytest.raises(KeyError, match="loss_cate needs the head's 'prior_sum'.*CATE_WEIGHT 0"):
         CriterionPriorLoss(255)({}, [{"sem_seg": sem_seg[0]}])
 
 
@@ -179,7 +202,7 @@ def test_fpn_head_prior_loss_is_prior_loss_of_the_aggregated_priors():
     targets = torch.randint(0, K, (1, 64, 64), generator=gen)
     targets[0, :10] = 254
     losses = head(features, targets)[1]
-    prior = aggregate_priors([features[f"prior_res{i}"] for i in range(2, 6)])
+    prior = prior_sum(features, [f"prior_res{i}" for i in range(2, 6)])
     torch.testing.assert_close(losses["loss_cate"], 0.5 * prior_loss(prior, targets, 254))
 
 

@@ -8,7 +8,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
 from ..pixel_decoder import build_pixel_decoder
-from ..semantic_prior import prior_feature_names, prior_settings, semantic_map
+from ..semantic_prior import prior_feature_names, prior_settings, prior_sum, semantic_map
 from ..transformer_decoder import build_transformer_decoder
 
 TRANSFORMER_INPUTS = ("multi_scale_pixel_decoder", "transformer_encoder", "pixel_embedding")
@@ -40,9 +40,10 @@ class BranchMaskFormerHead(nn.Module):
         transformer_in_feature: what the predictor reads: ``multi_scale_pixel_decoder``,
             ``transformer_encoder``, ``pixel_embedding`` or a backbone feature name.
         num_classes: K.
-        prior_at_inference: also return ``sem_pred`` in eval mode (for
-            ``MODEL.SEMASK.RETURN_PRIOR``); training always returns it (``loss_cate`` reads it),
-            inference without it skips the semantic decoder, which no prediction needs.
+        prior_at_inference: return the semantic decoder's output ``sem_pred`` in eval mode (for
+            ``MODEL.SEMASK.RETURN_PRIOR``); inference without it skips the semantic decoder,
+            which no prediction needs. Training returns the stride-4 ``prior_sum`` instead,
+            which ``loss_cate`` resizes inside the loss.
     """
 
     @configurable
@@ -98,8 +99,9 @@ class BranchMaskFormerHead(nn.Module):
         """``features``: the backbone outputs (stage maps and ``prior_res*`` maps).
 
         Returns ``pred_logits`` [B, Q, K + 1], ``pred_masks`` [B, Q, H/4, W/4], ``aux_outputs``
-        and, when the backbone gives priors (in eval mode only with ``prior_at_inference``),
-        ``sem_pred`` [B, K, H, W] (H, W: 4x the finest prior's size, i.e. the padded input size).
+        and, when the backbone gives priors, in training ``prior_sum`` [B, K, H/4, W/4] (the
+        finest prior's size) and in eval mode with ``prior_at_inference`` ``sem_pred``
+        [B, K, H, W] (4x that, i.e. the padded input size).
         """
         mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)
         if self.transformer_in_feature == "multi_scale_pixel_decoder":
@@ -116,6 +118,8 @@ class BranchMaskFormerHead(nn.Module):
         else:
             source = features[self.transformer_in_feature]
         predictions = self.predictor(source, mask_features)
-        if self.prior_features and (self.training or self.prior_at_inference):
+        if self.prior_features and self.training:
+            predictions["prior_sum"] = prior_sum(features, self.prior_features)
+        elif self.prior_features and self.prior_at_inference:
             predictions["sem_pred"] = semantic_map(features, self.prior_features)
         return predictions

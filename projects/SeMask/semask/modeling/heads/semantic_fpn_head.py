@@ -11,7 +11,13 @@ from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
 from torch import nn
 
 from ..criterion import ignore_aware_cross_entropy
-from ..semantic_prior import prior_feature_names, prior_loss, prior_settings, semantic_map
+from ..semantic_prior import (
+    prior_feature_names,
+    prior_loss,
+    prior_settings,
+    prior_sum,
+    semantic_map,
+)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -74,10 +80,9 @@ class SeMaskFPNHead(SemSegFPNHead):
     def losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``loss_sem_seg``: CE of the logits upsampled to the label size, mean over labelled
         pixels (0 on an all-ignore batch)."""
-        logits = F.interpolate(
-            predictions.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False
+        loss = ignore_aware_cross_entropy(
+            predictions, targets, self.ignore_value, align_corners=False
         )
-        loss = ignore_aware_cross_entropy(logits, targets, self.ignore_value)
         return {"loss_sem_seg": self.loss_weight * loss}
 
     def prior_map(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -109,6 +114,6 @@ class SeMaskFPNHead(SemSegFPNHead):
             raise ValueError("SeMaskFPNHead: training needs targets")
         losses = self.losses(x, targets)
         if self.prior_features:
-            prior = self.prior_map(features)
-            losses["loss_cate"] = self.cate_weight * prior_loss(prior, targets, self.ignore_value)
+            total = prior_sum(features, self.prior_features)
+            losses["loss_cate"] = self.cate_weight * prior_loss(total, targets, self.ignore_value)
         return None, losses

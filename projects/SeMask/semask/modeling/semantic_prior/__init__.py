@@ -6,7 +6,7 @@ trains them (:mod:`.loss`), inference can return them (:mod:`.outputs`), and the
 keys configure them (:mod:`.settings`).
 """
 
-from .decoder import aggregate_priors, semantic_map
+from .decoder import aggregate_priors, prior_sum, semantic_map
 from .loss import CriterionPriorLoss, prior_loss
 from .naming import (
     PRIOR_PREFIX,
@@ -41,6 +41,7 @@ __all__ = [
     "prior_name",
     "prior_outputs",
     "prior_settings",
+    "prior_sum",
     "published_key",
     "read_prior_outputs",
     "semantic_map",

@@ -10,8 +10,8 @@ def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
 
 
-def aggregate_priors(priors: Sequence[Tensor]) -> Tensor:
-    """Sum the semantic prior maps of all stages and upsample the sum 4x.
+def sum_priors(priors: Sequence[Tensor]) -> Tensor:
+    """Sum the semantic prior maps of all stages at the finest one's size (stride 4).
 
     Args:
         priors: finest first, [B, K, H/4, W/4], [B, K, H/8, W/8], ... The map at position i is
@@ -19,7 +19,7 @@ def aggregate_priors(priors: Sequence[Tensor]) -> Tensor:
             (bilinear, align_corners=True) to the finest size if it still differs.
 
     Returns:
-        [B, K, 4 * H/4, 4 * W/4]: the sum, resized bilinearly with align_corners=True.
+        [B, K, H/4, W/4]: the sum.
     """
     if len(priors) == 0:
         raise ValueError("aggregate_priors: no prior maps given")
@@ -37,17 +37,32 @@ def aggregate_priors(priors: Sequence[Tensor]) -> Tensor:
         if prior.shape[-2:] != finest.shape[-2:]:
             prior = _resize(prior, finest.shape[-2:])
         total = total + prior
-    return _resize(total, [4 * finest.shape[-2], 4 * finest.shape[-1]])
+    return total
 
 
-def semantic_map(features: Mapping[str, Tensor], prior_names: Sequence[str]) -> Tensor:
-    """:func:`aggregate_priors` of the priors ``prior_names`` (finest first) of ``features``.
+def aggregate_priors(priors: Sequence[Tensor]) -> Tensor:
+    """The semantic decoder: :func:`sum_priors` resized 4x bilinearly with align_corners=True,
+    [B, K, H, W]."""
+    total = sum_priors(priors)
+    return _resize(total, [4 * total.shape[-2], 4 * total.shape[-1]])
 
-    Returns [B, K, 4h, 4w] (h, w: the finest prior's size); a KeyError names missing priors.
-    """
+
+def _named_priors(features: Mapping[str, Tensor], prior_names: Sequence[str]) -> list:
     missing = [name for name in prior_names if name not in features]
     if missing:
         raise KeyError(
             f"prior maps {missing} missing from the backbone features {sorted(features)}"
         )
-    return aggregate_priors([features[name] for name in prior_names])
+    return [features[name] for name in prior_names]
+
+
+def prior_sum(features: Mapping[str, Tensor], prior_names: Sequence[str]) -> Tensor:
+    """:func:`sum_priors` of the priors ``prior_names`` (finest first) of ``features``:
+    [B, K, h, w] (h, w: the finest prior's size); a KeyError names missing priors."""
+    return sum_priors(_named_priors(features, prior_names))
+
+
+def semantic_map(features: Mapping[str, Tensor], prior_names: Sequence[str]) -> Tensor:
+    """:func:`aggregate_priors` of the priors ``prior_names`` (finest first) of ``features``:
+    [B, K, 4h, 4w]; a KeyError names missing priors."""
+    return aggregate_priors(_named_priors(features, prior_names))
