@@ -205,6 +205,9 @@ class SetCriterion(nn.Module):
             torch.distributed.all_reduce(num_masks_t)
         num_masks = max(num_masks_t.item() / get_world_size(), 1.0)
 
+        # every decoder layer samples the same target masks: convert them once, not per layer
+        mask_type = outputs["pred_masks"].dtype
+        targets = [{**t, "masks": t["masks"].to(mask_type)} for t in targets]
         losses = self._set_losses(outputs, targets, num_masks, "the final output")
         aux_outputs = outputs.get("aux_outputs", []) if self.deep_supervision else []
         for i, aux in enumerate(aux_outputs):
