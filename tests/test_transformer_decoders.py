@@ -106,10 +106,13 @@ def test_mask2former_attention_mask_follows_predicted_masks():
         decoder.mask_embed.layers[-1].bias.fill_(-1.0)
         out = decoder(x, torch.ones(1, MASK_DIM, 14, 18))
     assert torch.isfinite(out["pred_logits"]).all()
-    _, _, attn_mask = decoder.forward_prediction_heads(
-        decoder.query_feat.weight.unsqueeze(1), torch.ones(1, MASK_DIM, 14, 18), (2, 3)
+    mask_features = torch.ones(1, MASK_DIM, 14, 18)
+    attention = decoder.features_for_attention(mask_features, [(2, 3)] * 3)
+    assert [None if a is None else a.shape[-2:] for a in attention] == [(2, 3)] * 3 + [None]
+    _, masks, attn_mask = decoder.forward_prediction_heads(
+        decoder.query_feat.weight.unsqueeze(1), mask_features, attention[0], with_masks=False
     )
-    assert attn_mask.shape == (4, QUERIES, 6) and attn_mask.all()
+    assert masks is None and attn_mask.shape == (4, QUERIES, 6) and attn_mask.all()
 
 
 class PlantedEmbedding(torch.nn.Module):
@@ -132,7 +135,8 @@ def test_mask2former_attention_mask_is_planted_mask_below_one_half():
     mask_features = blocks.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # 14 x 18
     output = torch.zeros(QUERIES, 2, HIDDEN)
     with torch.no_grad():
-        _, masks, attn_mask = decoder.forward_prediction_heads(output, mask_features, (7, 9))
+        attention = decoder.features_for_attention(mask_features, [(7, 9)] * 3)[0]
+        _, masks, attn_mask = decoder.forward_prediction_heads(output, mask_features, attention)
     torch.testing.assert_close(masks, mask_features[:, :QUERIES])
     expected = (blocks[:, :QUERIES].sigmoid() < 0.5).flatten(2)  # [2, Q, 63]
     assert 0 < int(expected.sum()) < expected.numel()

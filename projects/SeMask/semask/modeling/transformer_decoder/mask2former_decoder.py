@@ -114,7 +114,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
         attention_features = self.features_for_attention(mask_features, sizes)
         logits, masks, attn_mask = self.forward_prediction_heads(
-            output, mask_features, sizes[0], attention_features[0]
+            output, mask_features, attention_features[0], self.training or self.num_layers == 0
         )
         all_logits, all_masks = [logits], [masks]
         for i in range(self.num_layers):
@@ -126,9 +126,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             )
             output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
             output = self.transformer_ffn_layers[i](output)
-            next_size = sizes[(i + 1) % self.num_feature_levels]
             logits, masks, attn_mask = self.forward_prediction_heads(
-                output, mask_features, next_size, attention_features[i + 1]
+                output,
+                mask_features,
+                attention_features[i + 1],
+                self.training or i + 1 == self.num_layers,
             )
             all_logits.append(logits)
             all_masks.append(masks)
@@ -144,43 +146,41 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self, mask_features: Tensor, sizes: Sequence[Tuple[int, int]]
     ) -> List[Optional[Tensor]]:
         """Per prediction (``dec_layers`` + 1, in order), ``mask_features`` resized bilinearly to
-        its attention size where only its attention mask is read (eval: all but the last; one
-        resize per size), else None (training trains every prediction's full-size masks)."""
-        if self.training:
-            return [None] * (self.num_layers + 1)
+        the attention size of the layer that reads its attention mask (one resize per size), or
+        None for the last prediction, whose attention mask nothing reads. Without gradient: the
+        attention mask is boolean."""
         attn_sizes = [tuple(sizes[j % self.num_feature_levels]) for j in range(self.num_layers)]
-        # one channels-last copy: the CPU resize of a [B, C, H, W] map makes one per call
-        source = mask_features.contiguous(memory_format=torch.channels_last)
-        resized = {
-            size: F.interpolate(source, size=size, mode="bilinear", align_corners=False)
-            for size in set(attn_sizes)
-        }
+        with torch.no_grad():
+            # one channels-last copy: the CPU resize of a [B, C, H, W] map makes one per call
+            source = mask_features.contiguous(memory_format=torch.channels_last)
+            resized = {
+                size: F.interpolate(source, size=size, mode="bilinear", align_corners=False)
+                for size in set(attn_sizes)
+            }
         return [resized[size] for size in attn_sizes] + [None]
 
     def forward_prediction_heads(
         self,
         output: Tensor,
         mask_features: Tensor,
-        attn_size: Tuple[int, int],
-        attention_features: Optional[Tensor] = None,
-    ) -> Tuple[Optional[Tensor], Optional[Tensor], Tensor]:
-        """Class logits [B, Q, K + 1], mask logits [B, Q, H, W] and the attention mask
-        [B * heads, Q, h * w] (True = do not attend: mask probability below 0.5 at ``attn_size``).
+        attention_features: Optional[Tensor],
+        with_masks: bool = True,
+    ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+        """Class logits [B, Q, K + 1], mask logits [B, Q, H, W] (None without ``with_masks``)
+        and the attention mask [B * heads, Q, h * w] (True = do not attend: mask probability
+        below 0.5), None without ``attention_features``.
 
-        With ``attention_features`` (:meth:`features_for_attention`: the mask features at
-        ``attn_size``, for a prediction whose masks nothing reads) the mask logits are None and
-        the attention mask comes from those: bilinear resizing is linear, so this equals resizing
-        the full mask logits, at a fraction of the work.
+        ``attention_features`` (:meth:`features_for_attention`) are the mask features at the
+        attention size [B, C, h, w]: bilinear resizing is linear, so the mask logits they give
+        equal the full mask logits resized, at a fraction of the work.
         """
         decoded = self.decoder_norm(output).transpose(0, 1)
         logits = self.class_embed(decoded) if self.mask_classification else None
         embedding = self.mask_embed(decoded)
+        masks = torch.einsum("bqc,bchw->bqhw", embedding, mask_features) if with_masks else None
         if attention_features is None:
-            masks = torch.einsum("bqc,bchw->bqhw", embedding, mask_features)
-            small = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
-        else:
-            masks = None
+            return logits, masks, None
+        with torch.no_grad():
             small = torch.einsum("bqc,bchw->bqhw", embedding, attention_features)
-        attn_mask = small.sigmoid().flatten(2) < 0.5
-        attn_mask = attn_mask.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
-        return logits, masks, attn_mask.detach()
+            attn_mask = small.sigmoid().flatten(2) < 0.5
+        return logits, masks, attn_mask.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
