@@ -98,10 +98,11 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, -1).permute(2, 0, 1)
-        if mask is not None:  # [nW, N, N] -> [B*nW, heads, N, N], 4-D for the fused kernels
+        # 4-D, [1 or B*nW, heads, N, N]: a 3-D mask sends SDPA to its unfused math kernel
+        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+        if mask is not None:  # [nW, N, N] -> [B*nW, heads, N, N]
             num_windows = mask.shape[0]
-            bias = bias.unsqueeze(0) + mask.unsqueeze(1)
+            bias = bias + mask.unsqueeze(1)
             bias = bias.expand(bw // num_windows, -1, -1, -1, -1).reshape(bw, self.num_heads, n, n)
         drop = self.attn_drop if self.training else 0.0
         if self.use_sdpa:
