@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import semask_cfg
 
 from semask.modeling.matcher import pairwise_dice, pairwise_sigmoid_ce, pairwise_sigmoid_focal
@@ -95,6 +96,21 @@ def test_pairwise_sigmoid_ce_by_hand():
     assert pairwise_sigmoid_ce(LOGITS, LABELS).tolist() == [
         pytest.approx(row, rel=1e-6) for row in expected
     ]
+
+
+def test_pairwise_sigmoid_ce_is_the_mean_bce_of_every_pair_also_for_large_logits():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 40, generator=gen, dtype=torch.float64) * 30  # saturated sigmoids
+    labels = torch.randint(0, 2, (3, 40), generator=gen).double()
+    expected = torch.stack(
+        [
+            torch.stack(
+                [F.binary_cross_entropy_with_logits(q, t, reduction="mean") for t in labels]
+            )
+            for q in logits
+        ]
+    )
+    torch.testing.assert_close(pairwise_sigmoid_ce(logits, labels), expected)
 
 
 def test_pairwise_dice_by_hand():

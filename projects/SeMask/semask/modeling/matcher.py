@@ -13,10 +13,11 @@ MASK_LOSSES = ("sigmoid_ce", "focal")
 
 
 def _bce_with_one_and_zero(logits: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Point-wise BCE of ``logits`` [Q, P] against an all-one and an all-zero target."""
-    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-    return pos, neg
+    """Point-wise BCE of ``logits`` [Q, P] against an all-one and an all-zero target: -log
+    sigmoid(x) and x - log sigmoid(x), the values ``binary_cross_entropy_with_logits`` gives,
+    from one log-sigmoid and without target tensors."""
+    pos = F.logsigmoid(logits).neg_()
+    return pos, pos + logits
 
 
 def _mean_over_points(pos: torch.Tensor, neg: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
