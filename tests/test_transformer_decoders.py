@@ -12,6 +12,7 @@ from semask.modeling.transformer_decoder import (
     PositionEmbeddingSine,
     build_transformer_decoder,
 )
+from semask.modeling.transformer_decoder.mask2former_decoder import mask_logits
 
 NUM_CLASSES, QUERIES, HIDDEN, MASK_DIM = 5, 6, 32, 16
 
@@ -109,10 +110,36 @@ def test_mask2former_attention_mask_follows_predicted_masks():
     mask_features = torch.ones(1, MASK_DIM, 14, 18)
     attention = decoder.features_for_attention(mask_features, [(2, 3)] * 3)
     assert [None if a is None else a.shape[-2:] for a in attention] == [(2, 3)] * 3 + [None]
-    _, masks, attn_mask = decoder.forward_prediction_heads(
-        decoder.query_feat.weight.unsqueeze(1), mask_features, attention[0], with_masks=False
+    _, _, attn_mask = decoder.forward_prediction_heads(
+        decoder.query_feat.weight.unsqueeze(1), attention[0]
     )
-    assert masks is None and attn_mask.shape == (4, QUERIES, 6) and attn_mask.all()
+    assert attn_mask.shape == (4, QUERIES, 6) and attn_mask.all()
+
+
+def test_mask_logits_of_all_predictions_from_one_product_equal_each_its_own():
+    gen = torch.Generator().manual_seed(3)
+    embeddings = [torch.randn(2, QUERIES, MASK_DIM, generator=gen) for _ in range(3)]
+    embeddings = [e.requires_grad_(True) for e in embeddings]
+    features = torch.randn(2, MASK_DIM, 5, 7, generator=gen, requires_grad=True)
+    masks = mask_logits(embeddings, features)
+    expected = [torch.einsum("bqc,bchw->bqhw", e, features) for e in embeddings]
+    for mask, reference in zip(masks, expected):
+        torch.testing.assert_close(mask, reference)
+    weights = [torch.randn(m.shape, generator=gen) for m in masks]
+    grads = torch.autograd.grad(sum((m * w).sum() for m, w in zip(masks, weights)), features)
+    reference = torch.autograd.grad(sum((m * w).sum() for m, w in zip(expected, weights)), features)
+    torch.testing.assert_close(grads[0], reference[0])
+
+
+def test_mask2former_trains_every_prediction_mask_and_infers_only_the_last():
+    decoder = build("MultiScaleMaskedTransformerDecoder")
+    x, mask_features = multi_scale(1)
+    trained = decoder.train()(x, mask_features)
+    assert all(a["pred_masks"].shape == trained["pred_masks"].shape for a in trained["aux_outputs"])
+    with torch.no_grad():
+        inferred = decoder.eval()(x, mask_features)
+    assert all("pred_masks" not in a for a in inferred["aux_outputs"])
+    assert inferred["pred_masks"].shape == trained["pred_masks"].shape
 
 
 class PlantedEmbedding(torch.nn.Module):
@@ -136,7 +163,8 @@ def test_mask2former_attention_mask_is_planted_mask_below_one_half():
     output = torch.zeros(QUERIES, 2, HIDDEN)
     with torch.no_grad():
         attention = decoder.features_for_attention(mask_features, [(7, 9)] * 3)[0]
-        _, masks, attn_mask = decoder.forward_prediction_heads(output, mask_features, attention)
+        _, embedding, attn_mask = decoder.forward_prediction_heads(output, attention)
+        (masks,) = mask_logits([embedding], mask_features)
     torch.testing.assert_close(masks, mask_features[:, :QUERIES])
     expected = (blocks[:, :QUERIES].sigmoid() < 0.5).flatten(2)  # [2, Q, 63]
     assert 0 < int(expected.sum()) < expected.numel()

@@ -113,10 +113,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
 
         attention_features = self.features_for_attention(mask_features, sizes)
-        logits, masks, attn_mask = self.forward_prediction_heads(
-            output, mask_features, attention_features[0], self.training or self.num_layers == 0
-        )
-        all_logits, all_masks = [logits], [masks]
+        logits, embedding, attn_mask = self.forward_prediction_heads(output, attention_features[0])
+        all_logits, embeddings = [logits], [embedding]
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
             # a query whose mask covers nothing attends everywhere instead
@@ -126,14 +124,15 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             )
             output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
             output = self.transformer_ffn_layers[i](output)
-            logits, masks, attn_mask = self.forward_prediction_heads(
-                output,
-                mask_features,
-                attention_features[i + 1],
-                self.training or i + 1 == self.num_layers,
+            logits, embedding, attn_mask = self.forward_prediction_heads(
+                output, attention_features[i + 1]
             )
             all_logits.append(logits)
-            all_masks.append(masks)
+            embeddings.append(embedding)
+        if self.training:  # every prediction's masks are trained
+            all_masks = mask_logits(embeddings, mask_features)
+        else:  # only the last prediction's masks are read
+            all_masks = [None] * self.num_layers + mask_logits(embeddings[-1:], mask_features)
         return {
             "pred_logits": all_logits[-1] if self.mask_classification else None,
             "pred_masks": all_masks[-1],
@@ -160,15 +159,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         return [resized[size] for size in attn_sizes] + [None]
 
     def forward_prediction_heads(
-        self,
-        output: Tensor,
-        mask_features: Tensor,
-        attention_features: Optional[Tensor],
-        with_masks: bool = True,
-    ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
-        """Class logits [B, Q, K + 1], mask logits [B, Q, H, W] (None without ``with_masks``)
-        and the attention mask [B * heads, Q, h * w] (True = do not attend: mask probability
-        below 0.5), None without ``attention_features``.
+        self, output: Tensor, attention_features: Optional[Tensor]
+    ) -> Tuple[Optional[Tensor], Tensor, Optional[Tensor]]:
+        """Class logits [B, Q, K + 1], mask embeddings [B, Q, mask_dim] (:func:`mask_logits`
+        turns them into masks) and the attention mask [B * heads, Q, h * w] (True = do not
+        attend: mask probability below 0.5), None without ``attention_features``.
 
         ``attention_features`` (:meth:`features_for_attention`) are the mask features at the
         attention size [B, C, h, w]: bilinear resizing is linear, so the mask logits they give
@@ -177,10 +172,22 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         decoded = self.decoder_norm(output).transpose(0, 1)
         logits = self.class_embed(decoded) if self.mask_classification else None
         embedding = self.mask_embed(decoded)
-        masks = torch.einsum("bqc,bchw->bqhw", embedding, mask_features) if with_masks else None
         if attention_features is None:
-            return logits, masks, None
+            return logits, embedding, None
         with torch.no_grad():
             small = torch.einsum("bqc,bchw->bqhw", embedding, attention_features)
             attn_mask = small.sigmoid().flatten(2) < 0.5
-        return logits, masks, attn_mask.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
+        return (
+            logits,
+            embedding,
+            attn_mask.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1),
+        )
+
+
+def mask_logits(embeddings: Sequence[Tensor], mask_features: Tensor) -> List[Tensor]:
+    """Mask logits [B, Q, H, W] of each prediction's embeddings [B, Q, C] on ``mask_features``
+    [B, C, H, W], all from one matrix product: its backward then multiplies with all the
+    predictions' queries at once instead of Q at a time."""
+    queries = embeddings[0].shape[1]
+    stacked = torch.cat(list(embeddings), 1) if len(embeddings) > 1 else embeddings[0]
+    return list(torch.einsum("bqc,bchw->bqhw", stacked, mask_features).split(queries, 1))
