@@ -14,7 +14,7 @@ from fvcore.nn import sigmoid_focal_loss
 from torch import nn
 
 from .matcher import HungarianMatcher
-from .pixel_loss import cross_entropy_sum, resized_cross_entropy_sum
+from .pixel_loss import cross_entropy_sum
 
 Outputs = Dict[str, torch.Tensor]
 Targets = List[Dict[str, torch.Tensor]]
@@ -32,20 +32,17 @@ def ignore_aware_cross_entropy(
     Args:
         sem_pred: [B, K, H, W] logits at the label size, or, with ``align_corners`` given,
             [B, K, h, w] logits that are resized bilinearly to it (inside the loss, see
-            :func:`semask.modeling.pixel_loss.resized_cross_entropy_sum`).
+            :func:`semask.modeling.pixel_loss.cross_entropy_sum`).
         sem_seg: [B, H, W] int64 labels, ``ignore_value`` = unlabelled.
     Returns:
         scalar; 0 (still connected to the graph) when no pixel is labelled.
     """
-    if align_corners is None:
-        if sem_pred.shape[-2:] != sem_seg.shape[-2:]:
-            raise ValueError(
-                f"ignore_aware_cross_entropy: sem_pred size {tuple(sem_pred.shape[-2:])} differs "
-                f"from sem_seg size {tuple(sem_seg.shape[-2:])}"
-            )
-        total = cross_entropy_sum(sem_pred.float(), sem_seg, ignore_value)
-    else:
-        total = resized_cross_entropy_sum(sem_pred.float(), sem_seg, ignore_value, align_corners)
+    if align_corners is None and sem_pred.shape[-2:] != sem_seg.shape[-2:]:
+        raise ValueError(
+            f"ignore_aware_cross_entropy: sem_pred size {tuple(sem_pred.shape[-2:])} differs "
+            f"from sem_seg size {tuple(sem_seg.shape[-2:])}"
+        )
+    total = cross_entropy_sum(sem_pred.float(), sem_seg, ignore_value, bool(align_corners))
     return total / (sem_seg != ignore_value).sum().clamp(min=1)
 
 

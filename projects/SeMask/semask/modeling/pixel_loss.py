@@ -7,8 +7,9 @@ the gradient (softmax minus one-hot) band by band.
 
 Logits predicted at a coarser size are bilinearly resized to the labels inside the bands: the
 columns are resized once (a map H / h times smaller than the full one), and each band's rows are
-interpolated from the two source rows PyTorch's bilinear resize reads, so neither the full-size
-logits nor their gradient ever exists.
+interpolated from the source rows PyTorch's bilinear resize reads, so neither the full-size logits
+nor their gradient ever exists. The work runs on a rows-first copy [h, B, K, W] of the logits, in
+which a band of rows is one matrix: its interpolation, and that of its gradient, is one product.
 """
 
 from typing import NamedTuple, Optional, Tuple
@@ -55,39 +56,44 @@ def _band_rows(batch: int, classes: int, width: int, band_elements: int) -> int:
 
 
 def _band(
-    source: Tensor, rows: slice, interpolation: Optional[RowInterpolation]
+    source: Tensor, rows: slice, interpolation: Optional[RowInterpolation], buffer: Tensor
 ) -> Tuple[Tensor, Optional[Tensor], slice]:
-    """Logits [B, K, len(rows), W] of output rows ``rows``; with ``interpolation`` also its
-    weights [len(rows), n] over the n source rows ``sources`` it reads."""
+    """Logits [len(rows), B, K, W] of output rows ``rows`` from the rows-first ``source``
+    [h, B, K, W], written into ``buffer`` (one allocation for all bands); with ``interpolation``
+    also their weights [len(rows), n] over the n source rows ``sources`` they read."""
     if interpolation is None:
-        return source[:, :, rows], None, rows
+        band = source[rows]
+        return buffer[: len(band)].copy_(band), None, rows
     near, far, matrix = interpolation
     last = min(rows.stop, len(near)) - 1
     sources = slice(int(near[rows.start]), int(far[last]) + 1)
     weights = matrix[rows, sources]
-    return torch.matmul(weights, source[:, :, sources]), weights, sources
+    band = buffer[: weights.shape[0]]
+    torch.mm(weights, source[sources].view(weights.shape[1], -1), out=band.view(len(band), -1))
+    return band, weights, sources
 
 
 class _CrossEntropySum(torch.autograd.Function):
-    """Sum over labelled pixels of logsumexp(logits) - logits[label]: source [B, K, h, W] (h = H
-    without ``interpolation``), labels [B, H, W] int64 (``ignore_value`` = unlabelled) -> scalar."""
+    """Sum over labelled pixels of logsumexp(logits) - logits[label]: rows-first source
+    [h, B, K, W] (h = H without ``interpolation``), rows-first labels [H, B, W] int64
+    (``ignore_value`` = unlabelled) -> scalar."""
 
     @staticmethod
     def forward(ctx, source, labels, ignore_value, band_elements, interpolation):
-        batch, classes, _, width = source.shape
-        height = labels.shape[1]
+        _, batch, classes, width = source.shape
         step = _band_rows(batch, classes, width, band_elements)
         labelled = labels != ignore_value
         safe_labels = labels.masked_fill(~labelled, 0)
         log_sum_exp = source.new_empty(labels.shape)
         total = source.new_zeros(())
-        for top in range(0, height, step):
+        buffer = source.new_empty(step, *source.shape[1:])
+        for top in range(0, labels.shape[0], step):
             rows = slice(top, top + step)
-            band = _band(source, rows, interpolation)[0]
-            lse = torch.logsumexp(band, dim=1)
-            log_sum_exp[:, rows] = lse
-            picked = band.gather(1, safe_labels[:, None, rows]).squeeze(1)
-            total += (lse - picked).masked_fill_(~labelled[:, rows], 0.0).sum()
+            band = _band(source, rows, interpolation, buffer)[0]
+            lse = torch.logsumexp(band, dim=2)
+            log_sum_exp[rows] = lse
+            picked = band.gather(2, safe_labels[rows, :, None]).squeeze(2)
+            total += (lse - picked).masked_fill_(~labelled[rows], 0.0).sum()
         ctx.save_for_backward(source, safe_labels, labelled, log_sum_exp)
         ctx.step, ctx.interpolation = step, interpolation
         return total
@@ -97,19 +103,21 @@ class _CrossEntropySum(torch.autograd.Function):
         source, safe_labels, labelled, log_sum_exp = ctx.saved_tensors
         interpolation = ctx.interpolation
         grad = torch.empty_like(source) if interpolation is None else torch.zeros_like(source)
-        for top in range(0, labelled.shape[1], ctx.step):
+        buffer = source.new_empty(ctx.step, *source.shape[1:])
+        for top in range(0, labelled.shape[0], ctx.step):
             rows = slice(top, top + ctx.step)
-            band, weights, sources = _band(source, rows, interpolation)
-            band = (band - log_sum_exp[:, None, rows]).exp_()  # the softmax
-            index = safe_labels[:, None, rows]
+            band, weights, sources = _band(source, rows, interpolation, buffer)
+            band.sub_(log_sum_exp[rows, :, None]).exp_()  # the softmax
+            index = safe_labels[rows, :, None]
             band.scatter_add_(
-                1, index, torch.full(index.shape, -1.0, dtype=band.dtype, device=band.device)
+                2, index, torch.full(index.shape, -1.0, dtype=band.dtype, device=band.device)
             )
-            band.mul_(labelled[:, None, rows] * grad_total)
+            band.mul_(labelled[rows, :, None] * grad_total)
             if weights is None:
-                grad[:, :, rows] = band
+                grad[rows] = band
             else:
-                grad[:, :, sources] += torch.matmul(weights.t(), band)
+                target = grad[sources].view(weights.shape[1], -1)
+                target.addmm_(weights.t(), band.view(weights.shape[0], -1))
         return grad, None, None, None, None
 
 
@@ -124,35 +132,36 @@ def _check_labels(labels: Tensor, classes: int, ignore_value: int) -> None:
 
 
 def cross_entropy_sum(
-    logits: Tensor, labels: Tensor, ignore_value: int, band_elements: int = BAND_ELEMENTS
-) -> Tensor:
-    """``F.cross_entropy(logits, labels, ignore_index=ignore_value, reduction="sum")`` for
-    logits [B, K, H, W] (float) and labels [B, H, W] int64, in bands of about ``band_elements``
-    logits. A label outside [0, K) that is not ``ignore_value`` raises a ValueError."""
-    _check_labels(labels, logits.shape[1], ignore_value)
-    return _CrossEntropySum.apply(logits, labels, ignore_value, band_elements, None)
-
-
-def resized_cross_entropy_sum(
     logits: Tensor,
     labels: Tensor,
     ignore_value: int,
-    align_corners: bool,
+    align_corners: bool = False,
     band_elements: int = BAND_ELEMENTS,
 ) -> Tensor:
-    """:func:`cross_entropy_sum` of ``F.interpolate(logits, size=labels.shape[-2:],
-    mode="bilinear", align_corners=align_corners)`` for logits [B, K, h, w], without the resized
-    logits or their gradient at full size."""
+    """``F.cross_entropy(F.interpolate(logits, size=labels.shape[-2:], mode="bilinear",
+    align_corners=align_corners), labels, ignore_index=ignore_value, reduction="sum")`` for logits
+    [B, K, h, w] (float) and labels [B, H, W] int64 (no resize where the sizes are equal), in
+    bands of about ``band_elements`` logits, without the resized logits or their gradient at
+    full size. A label outside [0, K) that is not ``ignore_value`` raises a ValueError."""
     _check_labels(labels, logits.shape[1], ignore_value)
-    (in_rows, in_columns), (out_rows, out_columns) = logits.shape[-2:], labels.shape[-2:]
-    source = logits
-    if in_columns != out_columns:  # same height: the rows come out unchanged
+    batch, classes, in_rows, in_columns = logits.shape
+    out_rows, out_columns = labels.shape[-2:]
+    source = logits.permute(2, 0, 1, 3)  # rows first: [h, B, K, w]
+    if in_columns != out_columns:  # each source row resized as an image of one row
         source = F.interpolate(
-            logits, size=(in_rows, out_columns), mode="bilinear", align_corners=align_corners
-        )
+            source.reshape(in_rows * batch, classes, 1, in_columns),
+            size=(1, out_columns),
+            mode="bilinear",
+            align_corners=align_corners,
+        ).view(in_rows, batch, classes, out_columns)
+    else:
+        source = source.contiguous()
     interpolation = None
     if in_rows != out_rows:
         interpolation = row_interpolation(
             in_rows, out_rows, align_corners, logits.dtype, logits.device
         )
-    return _CrossEntropySum.apply(source, labels, ignore_value, band_elements, interpolation)
+    rows_first_labels = labels.transpose(0, 1).contiguous()
+    return _CrossEntropySum.apply(
+        source, rows_first_labels, ignore_value, band_elements, interpolation
+    )
