@@ -371,13 +371,14 @@ class MSDeformAttn(nn.Module):
             weights = weights.softmax(-1).view(
                 batch, queries, self.n_heads, self.n_levels, self.n_points
             )
-            # offsets are in pixels of each level: divide by (W_l, H_l)
+            # offsets are in pixels of each level: divide by (W_l, H_l). Both terms are given
+            # per (level, point, x/y) so that the arithmetic broadcasts over whole rows.
             normalizer = torch.tensor(
-                [[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device
-            )
-            locations = (
-                reference_points[:, :, None, :, None, :]
-                + offsets / normalizer[None, None, None, :, None, :]
-            )
+                [[[w, h]] * self.n_points for h, w in spatial_shapes],
+                dtype=query.dtype,
+                device=query.device,
+            )  # [L, P, 2]
+            reference = reference_points[:, :, :, None].expand(-1, -1, -1, self.n_points, -1)
+            locations = reference.contiguous()[:, :, None] + offsets / normalizer
             output = ms_deform_attn(value, spatial_shapes, locations, weights)
             return self.output_proj(output)

@@ -102,8 +102,10 @@ class MSDeformAttnPixelDecoder(LateralFPN):
     def fuse(self, index: int, lateral: Tensor, coarse: Tensor) -> Tensor:
         """Sum the lateral map [B, C, h, w] of step ``index`` and the bilinearly upsampled
         coarser output."""
+        # the encoder's maps are [B, C, H, W] views of token-major memory; the CPU resize of
+        # such a channels-last layout copies its output twice, of a contiguous one not at all
         return lateral + F.interpolate(
-            coarse, size=lateral.shape[-2:], mode="bilinear", align_corners=False
+            coarse.contiguous(), size=lateral.shape[-2:], mode="bilinear", align_corners=False
         )
 
     def forward_features(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, List[Tensor]]:

@@ -43,7 +43,9 @@ class MSDeformAttnEncoderLayer(nn.Module):
         """``src``, ``pos`` [B, S, C]; ``reference_points`` [B, S, L, 2]. Returns [B, S, C]."""
         attended = self.self_attn(src + pos, reference_points, src, spatial_shapes)
         src = self.norm1(src + self.dropout1(attended))
-        hidden = self.linear2(self.dropout2(F.relu(self.linear1(src))))
+        # without autograd nothing else reads the first linear's output: rectify it in place
+        hidden = F.relu(self.linear1(src), inplace=not torch.is_grad_enabled())
+        hidden = self.linear2(self.dropout2(hidden))
         return self.norm2(src + self.dropout3(hidden))
 
 
