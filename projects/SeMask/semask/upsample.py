@@ -37,17 +37,34 @@ def resize_nearest(tensor: torch.Tensor, height: int, width: int) -> torch.Tenso
     return tensor.index_select(-2, rows).index_select(-1, cols)
 
 
-def _row_weights(
-    in_size: int, out_size: int, start: int, stop: int
+def bilinear_source_rows(
+    in_size: int,
+    out_size: int,
+    start: int,
+    stop: int,
+    align_corners: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source rows (low, high) [n] and their weights (float32 [n, 1] each) of output rows
-    ``start..stop-1`` when ``in_size`` rows are resized to ``out_size``."""
-    scale = (torch.tensor(in_size, dtype=torch.float32) / out_size).double()
+    """Source rows (low, high) [n] and their weights ([n, 1] each) of output rows
+    ``start..stop-1`` when PyTorch's bilinear resize takes ``in_size`` rows to ``out_size``,
+    computed as its CPU kernel computes them for ``dtype`` (float32 scale and positions, float64
+    for float64 maps)."""
     position = torch.arange(start, stop, dtype=torch.float64)
-    source = ((position + 0.5) * scale - 0.5).float().clamp(min=0)
+    exact = dtype == torch.float64
+    if align_corners:
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    else:
+        scale = in_size / out_size
+    if not exact:  # the float32 scale, held exactly in a Python float
+        scale = float(torch.tensor(scale, dtype=torch.float32))
+    if align_corners:
+        source = position * scale
+    else:
+        source = ((position + 0.5) * scale - 0.5).clamp(min=0)
+    source = source if exact else source.float()
     low = source.floor().long().clamp(max=in_size - 1)
     high = (low + 1).clamp(max=in_size - 1)
-    weight_high = source - low.float()
+    weight_high = (source - low.to(source.dtype)).to(dtype)
     return low, high, (1 - weight_high)[:, None], weight_high[:, None]
 
 
@@ -67,7 +84,7 @@ def bilinear_rows(
 ) -> torch.Tensor:
     """Rows ``start..stop-1`` [K, stop - start, width] of ``scores`` [K, h, w] (float32) upsampled
     bilinearly to [K, height, width]."""
-    low, high, weight_low, weight_high = _row_weights(scores.shape[1], height, start, stop)
+    low, high, weight_low, weight_high = bilinear_source_rows(scores.shape[1], height, start, stop)
     band, first = _source_band(scores, low, high, width)
     return torch.addcmul(band[:, high - first] * weight_high, band[:, low - first], weight_low)
 
@@ -85,13 +102,13 @@ def upsampled_argmax(
     """
     num_classes, h, w = scores.shape
     coarse = scores.argmax(dim=0)
-    col_low, col_high, _, _ = _row_weights(w, width, 0, width)
+    col_low, col_high, _, _ = bilinear_source_rows(w, width, 0, width)
     labels = torch.empty((height, width), dtype=torch.int64)
     source_rows = max(chunk_elements // max(num_classes * width, 1), 1)
     rows = max(int(source_rows * height / h) - 1, 1)
     for start in range(0, height, rows):
         stop = min(start + rows, height)
-        low, high, weight_low, weight_high = _row_weights(h, height, start, stop)
+        low, high, weight_low, weight_high = bilinear_source_rows(h, height, start, stop)
         corners = [coarse[low][:, col_low], coarse[low][:, col_high]]
         corners += [coarse[high][:, col_low], coarse[high][:, col_high]]
         band_labels = corners[0]

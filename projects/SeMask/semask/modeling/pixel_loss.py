@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..upsample import bilinear_source_rows
+
 BAND_ELEMENTS = 1 << 21
 
 
@@ -36,19 +38,15 @@ def row_interpolation(
     in_rows: int, out_rows: int, align_corners: bool, dtype: torch.dtype, device: torch.device
 ) -> RowInterpolation:
     """The source rows and weights of ``F.interpolate(mode="bilinear", size=...)`` along one
-    axis, with its convention for ``align_corners``."""
-    out = torch.arange(out_rows, dtype=torch.float64, device=device)
-    if align_corners:
-        source = out * ((in_rows - 1) / (out_rows - 1) if out_rows > 1 else 0.0)
-    else:
-        source = ((out + 0.5) * (in_rows / out_rows) - 0.5).clamp_(min=0.0)
-    near = source.long().clamp_(max=in_rows - 1)
-    far = (near + 1).clamp_(max=in_rows - 1)
-    weight = source - near
-    matrix = torch.zeros(out_rows, in_rows, dtype=torch.float64, device=device)
-    matrix.index_put_((out.long(), near), 1.0 - weight, accumulate=True)
-    matrix.index_put_((out.long(), far), weight, accumulate=True)
-    return RowInterpolation(near, far, matrix.to(dtype))
+    axis (:func:`semask.upsample.bilinear_source_rows`) as a :class:`RowInterpolation`."""
+    near, far, weight_near, weight_far = bilinear_source_rows(
+        in_rows, out_rows, 0, out_rows, align_corners, dtype
+    )
+    rows = torch.arange(out_rows)
+    matrix = torch.zeros(out_rows, in_rows, dtype=weight_near.dtype)
+    matrix.index_put_((rows, near), weight_near[:, 0], accumulate=True)
+    matrix.index_put_((rows, far), weight_far[:, 0], accumulate=True)
+    return RowInterpolation(near.to(device), far.to(device), matrix.to(device))
 
 
 def _band_rows(batch: int, classes: int, width: int, band_elements: int) -> int:
