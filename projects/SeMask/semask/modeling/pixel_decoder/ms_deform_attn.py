@@ -44,7 +44,7 @@ def _tap_layout(
     """Where the taps of each level lie in the :func:`padded_levels` table, viewed as
     [B * S' * M, D] rows, for the L * P points of a head: ``size`` [L * P, 2], (W_l, H_l) of each
     point's level; ``origin`` [B, 1, M, L * P], the row of its level's pixel (0, 0) for each image
-    and head; ``steps`` [4, L * P], the row steps from its top-left neighbour to all four.
+    and head; ``steps`` [4, L * P], the row steps from its upper-left neighbour to all four.
 
     Every constant varies along the last dimensions only, so that the elementwise work on
     [B, Q, M, L * P] tensors broadcasts over whole contiguous rows."""
@@ -65,16 +65,20 @@ def _tap_layout(
     return size.repeat_interleave(points, 0), (image + level) * heads + head, steps
 
 
+def _pixels(locations: Tensor, size: Tensor) -> Tensor:
+    """Locations [B, Q, M, L * P, 2] in [0, 1] -> pixel-centre coordinates of their levels."""
+    return torch.addcmul(size.new_tensor(-0.5), locations, size)
+
+
 def _taps(
-    locations: Tensor, attention: Tensor, size: Tensor, origin: Tensor, steps: Tensor
+    pixel: Tensor, attention: Tensor, size: Tensor, origin: Tensor, steps: Tensor
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """:func:`bilinear_taps` on locations [B, Q, M, L * P, 2] and attention [B, Q, M, L * P],
-    without autograd: index and weights [B, Q, M, 4, L * P] (neighbours upper left, upper right,
-    lower left, lower right) and the fractions (fx, fy) [B, Q, M, L * P, 2] of each point past
-    its upper-left neighbour."""
+    """:func:`bilinear_taps` from :func:`_pixels` [B, Q, M, L * P, 2] (overwritten) and attention
+    [B, Q, M, L * P], without autograd: index and weights [B, Q, M, 4, L * P] (neighbours upper
+    left, upper right, lower left, lower right) and the fractions (fx, fy) [B, Q, M, L * P, 2]
+    of each point past its upper-left neighbour."""
     heads = attention.shape[2]
-    pixel = torch.addcmul(size.new_tensor(-0.5), locations, size).clamp_min_(-1.0)
-    pixel = torch.minimum(pixel, size, out=pixel)
+    pixel = torch.minimum(pixel.clamp_min_(-1.0), size, out=pixel)
     # upper-left neighbour: at most W_l - 1, so that pixel W_l is its right neighbour
     corner = torch.minimum(pixel.floor(), size - 1)
     fraction = pixel.sub_(corner)
@@ -102,9 +106,9 @@ class _BilinearTaps(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, locations, attention, size, origin, steps):
-        index, weights, fraction = _taps(locations, attention, size, origin, steps)
-        pixel = torch.addcmul(size.new_tensor(-0.5), locations, size)
+        pixel = _pixels(locations, size)
         inside = (pixel >= -1.0).logical_and_(pixel <= size)
+        index, weights, fraction = _taps(pixel, attention, size, origin, steps)
         ctx.save_for_backward(attention, fraction, inside.to(pixel.dtype).mul_(size))
         ctx.mark_non_differentiable(index)
         return index, weights
@@ -151,7 +155,7 @@ def bilinear_taps(
     if torch.is_grad_enabled() and (locations.requires_grad or attention.requires_grad):
         index, weights = _BilinearTaps.apply(locations, attention, *layout)
     else:
-        index, weights, _ = _taps(locations, attention, *layout)
+        index, weights, _ = _taps(_pixels(locations, layout[0]), attention, *layout)
     return index.view(batch * queries * heads, -1), weights.view(batch * queries * heads, -1)
 
 

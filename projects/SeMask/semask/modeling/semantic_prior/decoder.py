@@ -1,6 +1,6 @@
 """SeMask's parameter-free semantic decoder: the per-stage prior maps summed at stride 4."""
 
-from typing import Mapping, Sequence
+from typing import List, Mapping, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -47,7 +47,7 @@ def aggregate_priors(priors: Sequence[Tensor]) -> Tensor:
     return _resize(total, [4 * total.shape[-2], 4 * total.shape[-1]])
 
 
-def _named_priors(features: Mapping[str, Tensor], prior_names: Sequence[str]) -> list:
+def _named_priors(features: Mapping[str, Tensor], prior_names: Sequence[str]) -> List[Tensor]:
     missing = [name for name in prior_names if name not in features]
     if missing:
         raise KeyError(
