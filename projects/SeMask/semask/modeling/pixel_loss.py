@@ -25,7 +25,8 @@ BAND_ELEMENTS = 1 << 21
 
 class RowInterpolation(NamedTuple):
     """Output row i of a bilinear resize is ``lerp(source[near[i]], source[far[i]], weight)``:
-    ``near``, ``far`` int64 [H_out]; ``matrix`` [H_out, H_in] holds the weights, so that a band of
+    ``near``, ``far`` int64 [H_out] on the CPU (read as Python ints, no device sync);
+    ``matrix`` [H_out, H_in], on the logits' device, holds the weights, so that a band of
     output rows is a small matrix product with the source rows between its first ``near`` and
     last ``far``."""
 
@@ -46,7 +47,7 @@ def row_interpolation(
     matrix = torch.zeros(out_rows, in_rows, dtype=weight_near.dtype)
     matrix.index_put_((rows, near), weight_near[:, 0], accumulate=True)
     matrix.index_put_((rows, far), weight_far[:, 0], accumulate=True)
-    return RowInterpolation(near.to(device), far.to(device), matrix.to(device))
+    return RowInterpolation(near, far, matrix.to(device))
 
 
 def _band_rows(batch: int, classes: int, width: int, band_elements: int) -> int:
