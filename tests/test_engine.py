@@ -1,6 +1,8 @@
 """Engine pieces: parameter groups, clipping, mixed precision, TTA, config and evaluators."""
 
 import argparse
+import copy
+import io
 
 import cv2
 import pytest
@@ -22,6 +24,7 @@ from semask.engine import (
     build_param_groups,
     with_full_model_clipping,
 )
+from semask.engine.optim import fused_adamw_available
 from semask.evaluation import CityscapesSemSegEvaluator
 
 QUICKSTART_CONFIG = REPO_ROOT / "configs" / "quickstart" / "semask_swin_mask2former_quickstart.yaml"
@@ -113,6 +116,81 @@ def test_build_optimizer_from_config():
     cfg.SOLVER.OPTIMIZER = "LAMB"
     with pytest.raises(ValueError, match="SOLVER.OPTIMIZER"):
         build_optimizer(cfg, Toy())
+
+
+def _adamw_cfg():
+    cfg = semask_cfg()
+    cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.BACKBONE_MULTIPLIER = 0.01, 0.05, 0.1
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
+    return cfg
+
+
+def _train(model, optimizer, steps, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for param in model.parameters():
+            if param.requires_grad:
+                param.grad = torch.randn(param.shape, generator=gen)
+        optimizer.step()
+
+
+def _reference_adamw(model, cfg):
+    """The per-tensor AdamW loop over the same groups."""
+    groups = build_param_groups(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        weight_decay_embed=cfg.SOLVER.WEIGHT_DECAY_EMBED,
+        backbone_multiplier=cfg.SOLVER.BACKBONE_MULTIPLIER,
+    )
+    return torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR, foreach=False)
+
+
+def _assert_same_parameters(model, other):
+    for (name, mine), theirs in zip(model.named_parameters(), other.parameters()):
+        assert torch.allclose(mine, theirs, rtol=1e-6, atol=1e-7), name
+
+
+@pytest.mark.skipif(
+    not fused_adamw_available([{"params": [nn.Parameter(torch.zeros(1))]}]),
+    reason="this PyTorch has no fused AdamW for the CPU",
+)
+def test_fused_adamw_steps_like_the_per_tensor_loop_and_stays_fused_when_resumed():
+    torch.manual_seed(0)
+    cfg, model = _adamw_cfg(), Toy()
+    reference_model = copy.deepcopy(model)
+    optimizer, reference = build_optimizer(cfg, model), _reference_adamw(reference_model, cfg)
+    assert all(group["fused"] for group in optimizer.param_groups)
+    _train(model, optimizer, 3, seed=1)
+    _train(reference_model, reference, 3, seed=1)
+    _assert_same_parameters(model, reference_model)
+    # a checkpoint of the per-tensor loop (fused=None, CPU step counts) resumed by the fused one
+    resumed = build_optimizer(cfg, model)
+    saved = io.BytesIO()
+    torch.save(reference.state_dict(), saved)
+    saved.seek(0)
+    resumed.load_state_dict(torch.load(saved))
+    assert all(group["fused"] and group["foreach"] is None for group in resumed.param_groups)
+    steps = [state["step"] for state in resumed.state.values()]
+    assert all(step.dtype == torch.float32 and float(step) == 3.0 for step in steps)
+    _train(model, resumed, 2, seed=2)
+    _train(reference_model, reference, 2, seed=2)
+    _assert_same_parameters(model, reference_model)
+
+
+def test_fused_adamw_availability_follows_the_parameters(monkeypatch):
+    cpu = nn.Parameter(torch.zeros(1))
+    assert not fused_adamw_available([])
+    assert not fused_adamw_available(
+        [{"params": [cpu, nn.Parameter(torch.zeros(1, device="meta"))]}]
+    )
+
+    def without_fused_kernel(params, fused=None, **kwargs):  # as PyTorch < 2.4 on the CPU
+        raise RuntimeError("`fused=True` requires all the params to be CUDA, floating point Tensor")
+
+    monkeypatch.setattr(torch.optim, "AdamW", without_fused_kernel)
+    assert not fused_adamw_available([{"params": [cpu]}])
 
 
 def test_amp_dtype():

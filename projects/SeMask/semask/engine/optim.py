@@ -1,4 +1,5 @@
-"""Optimizer of the official SeMask/Mask2Former recipe: per-parameter groups and clipping."""
+"""Optimizer of the official SeMask/Mask2Former recipe: per-parameter groups and clipping; AdamW
+fused where PyTorch has the kernel for the device."""
 
 import itertools
 from typing import Any, Dict, List, Type
@@ -80,8 +81,9 @@ def with_full_model_clipping(
 
 
 def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW or SGD (``SOLVER.OPTIMIZER``) over :func:`build_param_groups`, with gradient
-    clipping as ``SOLVER.CLIP_GRADIENTS`` says (``full_model``, or detectron2's ``value``/``norm``).
+    """AdamW (fused where :func:`fused_adamw_available`) or SGD (``SOLVER.OPTIMIZER``) over
+    :func:`build_param_groups`, with gradient clipping as ``SOLVER.CLIP_GRADIENTS`` says
+    (``full_model``, or detectron2's ``value``/``norm``).
     """
     solver = cfg.SOLVER
     groups = build_param_groups(
@@ -93,7 +95,8 @@ def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
         backbone_multiplier=solver.BACKBONE_MULTIPLIER,
     )
     if solver.OPTIMIZER == "ADAMW":
-        optimizer_cls, kwargs = torch.optim.AdamW, {}
+        fused = fused_adamw_available(groups)
+        optimizer_cls, kwargs = torch.optim.AdamW, {"fused": True} if fused else {}
     elif solver.OPTIMIZER == "SGD":
         optimizer_cls, kwargs = torch.optim.SGD, {"momentum": solver.MOMENTUM}
     else:
@@ -104,4 +107,32 @@ def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
     optimizer = optimizer_cls(groups, lr=solver.BASE_LR, **kwargs)
     if clip.CLIP_TYPE != "full_model":
         optimizer = maybe_add_gradient_clipping(cfg, optimizer)
+    if kwargs.get("fused"):
+        optimizer.register_load_state_dict_post_hook(_stay_fused)
     return optimizer
+
+
+def fused_adamw_available(groups: List[Dict[str, Any]]) -> bool:
+    """Whether this PyTorch has a fused AdamW (one kernel over all tensors of a group, about 2x
+    faster than the per-tensor loop) for the device of the parameters in ``groups``."""
+    params = [param for group in groups for param in group["params"]]
+    if not params or len({param.device for param in params}) > 1:
+        return False
+    try:
+        torch.optim.AdamW([torch.zeros(1, device=params[0].device)], fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _stay_fused(optimizer: torch.optim.Optimizer) -> None:
+    """After ``load_state_dict``: the loaded groups carry the implementation flags of the
+    optimizer that saved them (a checkpoint of the per-tensor loop has ``fused=None``); keep
+    this one fused, with each ``step`` count where the fused kernel reads it (the parameter's
+    device, float32)."""
+    for group in optimizer.param_groups:
+        group["fused"], group["foreach"] = True, None
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(device=param.device, dtype=torch.float32)
