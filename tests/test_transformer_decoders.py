@@ -12,7 +12,7 @@ from semask.modeling.transformer_decoder import (
     PositionEmbeddingSine,
     build_transformer_decoder,
 )
-from semask.modeling.transformer_decoder.mask2former_decoder import mask_logits
+from semask.modeling.transformer_decoder.query_masks import mask_logits
 
 NUM_CLASSES, QUERIES, HIDDEN, MASK_DIM = 5, 6, 32, 16
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .layers import MLP, AttentionLayer, FFNLayer, input_projection, set_aux_outputs
 from .position_encoding import PositionEmbeddingSine
-from .query_masks import query_masks
+from .query_masks import mask_logits
 from .registry import TRANSFORMER_DECODER_REGISTRY, shared_decoder_config
 
 
@@ -184,11 +184,3 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             attn_mask.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1),
         )
 
-
-def mask_logits(embeddings: Sequence[Tensor], mask_features: Tensor) -> List[Tensor]:
-    """Mask logits [B, Q, H, W] of each prediction's embeddings [B, Q, C] on ``mask_features``
-    [B, C, H, W], all from one :func:`query_masks` product: its backward then multiplies with all
-    the predictions' supervised queries at once instead of Q at a time."""
-    queries = embeddings[0].shape[1]
-    stacked = torch.cat(list(embeddings), 1) if len(embeddings) > 1 else embeddings[0]
-    return list(query_masks(stacked, mask_features).split(queries, 1))

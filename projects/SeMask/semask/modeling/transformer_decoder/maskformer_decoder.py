@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from .detr_transformer import Transformer
 from .layers import MLP, input_projection, set_aux_outputs
 from .position_encoding import PositionEmbeddingSine
-from .query_masks import query_masks
+from .query_masks import mask_logits
 from .registry import TRANSFORMER_DECODER_REGISTRY, shared_decoder_config
 
 
@@ -86,11 +86,7 @@ class StandardTransformerDecoder(nn.Module):
         pos = self.pe_layer(x)
         hs, _ = self.transformer(self.input_proj(x), self.query_embed.weight, pos)
         logits = self.class_embed(hs) if self.mask_classification else None
-        embeddings = self.mask_embed(hs)  # [L, B, Q, C]
-        layers, batch, queries, channels = embeddings.shape
-        stacked = embeddings.transpose(0, 1).reshape(batch, layers * queries, channels)
-        masks = query_masks(stacked, mask_features)
-        masks = masks.view(batch, layers, queries, *masks.shape[-2:]).transpose(0, 1)
+        masks = mask_logits(self.mask_embed(hs).unbind(0), mask_features)
         out = {
             "pred_logits": logits[-1] if logits is not None else None,
             "pred_masks": masks[-1],
