@@ -7,7 +7,13 @@ import torch
 from conftest import semask_cfg
 
 from semask.data.targets import sem_seg_to_masks
-from semask.modeling.criterion import SetCriterion, ignore_aware_cross_entropy
+from detectron2.projects.point_rend.point_features import point_sample
+
+from semask.modeling.criterion import (
+    SetCriterion,
+    ignore_aware_cross_entropy,
+    matched_target_points,
+)
 from semask.modeling.matcher import HungarianMatcher
 from semask.modeling.meta_arch.semask_maskformer import build_criterion
 from semask.modeling.semantic_prior import CriterionPriorLoss
@@ -173,3 +179,23 @@ def test_perfect_prediction_has_lower_loss(mask_loss):
     assert good_losses["loss_ce"] < 0.01 < bad_losses["loss_ce"]
     assert good_losses["loss_dice"] < bad_losses["loss_dice"]
     assert good_losses["loss_mask"] < bad_losses["loss_mask"]
+
+
+def test_matched_target_points_equal_sampling_the_gathered_masks():
+    """Image 0 has 4 targets, 2 matched (in another order); image 1 has none; image 2 has 3,
+    all matched."""
+    gen = torch.Generator().manual_seed(0)
+    masks = [(torch.rand(n, 9, 11, generator=gen) > 0.5).float() for n in (4, 0, 3)]
+    targets = [{"masks": m} for m in masks]
+    empty = torch.empty(0, dtype=torch.int64)
+    indices = [
+        (torch.tensor([5, 1]), torch.tensor([3, 0])),
+        (empty, empty),
+        (torch.tensor([0, 2, 7]), torch.tensor([1, 2, 0])),
+    ]
+    coords = torch.rand(5, 13, 2, generator=gen)
+    gathered = torch.cat([m[j] for m, (_, j) in zip(masks, indices)])[:, None]
+    expected = point_sample(gathered, coords, align_corners=False)[:, 0]
+    actual = matched_target_points(targets, indices, coords)
+    assert actual.shape == (5, 13)
+    assert torch.equal(actual, expected)

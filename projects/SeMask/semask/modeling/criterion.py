@@ -72,6 +72,25 @@ def _uncertainty(logits: torch.Tensor) -> torch.Tensor:
     return -logits.abs()
 
 
+def matched_target_points(
+    targets: Targets, indices: List[Tuple[torch.Tensor, torch.Tensor]], coords: torch.Tensor
+) -> torch.Tensor:
+    """Each matched target mask sampled at the points of its pair: ``point_sample`` of the
+    float masks ``t["masks"][j]`` [M, H, W] (images in turn) at ``coords`` [M, P, 2] -> [M, P],
+    without gathering the full-size masks: every image's masks are sampled where they lie, each
+    at the points of the pair it belongs to (a target matched to no query at dummy points, then
+    dropped)."""
+    labels, start = [], 0
+    for target, (_, matched) in zip(targets, indices):
+        masks = target["masks"]
+        by_target = coords.new_zeros(len(masks), *coords.shape[1:])
+        by_target[matched] = coords[start : start + len(matched)]
+        start += len(matched)
+        sampled = point_sample(masks[:, None], by_target, align_corners=False)
+        labels.append(sampled[matched, 0])
+    return torch.cat(labels)
+
+
 class SetCriterion(nn.Module):
     """Hungarian-matched classification + mask losses with deep supervision.
 
@@ -145,9 +164,9 @@ class SetCriterion(nn.Module):
             zero = pred_masks.sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero.clone()}
         src = pred_masks[batch_idx, src_idx][:, None]
-        tgt = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])
-        tgt = tgt[:, None].to(src.dtype)
         if self.matcher.mask_loss == "focal":
+            tgt = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])
+            tgt = tgt[:, None].to(src.dtype)
             src = F.interpolate(src, size=tgt.shape[-2:], mode="bilinear", align_corners=False)
             src, tgt = src.flatten(1), tgt.flatten(1)
             return {
@@ -162,7 +181,7 @@ class SetCriterion(nn.Module):
                 self.oversample_ratio,
                 self.importance_sample_ratio,
             )
-            point_labels = point_sample(tgt, coords, align_corners=False).squeeze(1)
+            point_labels = matched_target_points(targets, indices, coords)
         point_logits = point_sample(src, coords, align_corners=False).squeeze(1)
         return {
             "loss_mask": sigmoid_ce_loss(point_logits, point_labels, num_masks),
