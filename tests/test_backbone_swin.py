@@ -8,7 +8,8 @@ from conftest import semask_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
 
-from semask.modeling.backbone import SWIN_SIZES, D2SeMaskSwinTransformer, set_sdpa
+from semask.modeling.backbone import SWIN_SIZES, D2SeMaskSwinTransformer, set_sdpa, swin_blocks
+from semask.modeling.backbone.sdpa import sdpa_unfused_on_cpu
 from semask.modeling.backbone.convert import load_backbone_state_dict, strip_prefix
 
 STAGES = ("res2", "res3", "res4", "res5")
@@ -158,6 +159,34 @@ def test_sdpa_and_matmul_paths_agree():
         plain = model(x)
     for name in fused:
         torch.testing.assert_close(fused[name], plain[name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_training_window_attention_equals_sdpa_with_its_gradients(shifted, monkeypatch):
+    """Training the bias on the CPU takes the explicit formula instead of SDPA's math fallback:
+    same output and same gradients of the input and every parameter."""
+    torch.manual_seed(0)
+    attention = swin_blocks.WindowAttention(dim=12, window_size=3, num_heads=3).train()
+    x = torch.randn(4, 9, 12, requires_grad=True)
+    mask = torch.zeros(2, 9, 9)
+    mask[1, :4, 4:] = -100.0
+    mask = mask if shifted else None
+    grad = torch.randn(4, 9, 12)
+
+    def run():
+        out = attention(x, mask)
+        inputs = [x, *attention.parameters()]
+        return out, torch.autograd.grad(out, inputs, grad)
+
+    explicit = run()
+    monkeypatch.setattr(swin_blocks, "sdpa_unfused_on_cpu", lambda query, value, bias: False)
+    sdpa = run()
+    torch.testing.assert_close(explicit[0], sdpa[0], rtol=1e-5, atol=1e-6)
+    for got, want in zip(explicit[1], sdpa[1]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # eval keeps the fused kernel
+        assert not sdpa_unfused_on_cpu(x, x, attention.relative_position_bias_table)
+    assert sdpa_unfused_on_cpu(x, x[..., :5])  # heads of two sizes
 
 
 def test_gradient_checkpointing_gives_same_outputs_and_gradients():

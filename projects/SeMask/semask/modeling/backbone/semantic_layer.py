@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import nn
 
+from .sdpa import sdpa_unfused_on_cpu
 from .windows import pad_to_multiple, window_partition, window_reverse
 
 
@@ -46,7 +47,7 @@ class SemanticAttention(nn.Module):
         cls_q = self.mlp_cls_q(t)
         cls_k = self.mlp_cls_k(t)
         v = self.mlp_v(t)
-        if self.use_sdpa:
+        if self.use_sdpa and not sdpa_unfused_on_cpu(cls_q, v):
             attended = F.scaled_dot_product_attention(cls_q, cls_k, v, scale=1.0)
         else:
             attended = torch.softmax(cls_q @ cls_k.transpose(-2, -1), dim=-1) @ v

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
+from .sdpa import sdpa_unfused_on_cpu
 from .windows import pad_to_multiple, window_partition, window_reverse
 
 
@@ -105,7 +106,7 @@ class WindowAttention(nn.Module):
             bias = bias + mask.unsqueeze(1)
             bias = bias.expand(bw // num_windows, -1, -1, -1, -1).reshape(bw, self.num_heads, n, n)
         drop = self.attn_drop if self.training else 0.0
-        if self.use_sdpa:
+        if self.use_sdpa and not sdpa_unfused_on_cpu(q, v, bias):
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop, scale=self.scale
             )
