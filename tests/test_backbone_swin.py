@@ -9,8 +9,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
 
 from semask.modeling.backbone import SWIN_SIZES, D2SeMaskSwinTransformer, set_sdpa, swin_blocks
-from semask.modeling.backbone.sdpa import sdpa_unfused_on_cpu
 from semask.modeling.backbone.convert import load_backbone_state_dict, strip_prefix
+from semask.modeling.backbone.sdpa import sdpa_unfused_on_cpu
 
 STAGES = ("res2", "res3", "res4", "res5")
 # Parameter counts with 150 classes; T and L are the official counts measured on the published code.

@@ -5,10 +5,9 @@ import math
 import pytest
 import torch
 from conftest import semask_cfg
-
-from semask.data.targets import sem_seg_to_masks
 from detectron2.projects.point_rend.point_features import point_sample
 
+from semask.data.targets import sem_seg_to_masks
 from semask.modeling.criterion import (
     SetCriterion,
     ignore_aware_cross_entropy,

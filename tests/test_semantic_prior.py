@@ -60,6 +60,16 @@ def test_matches_the_documented_formula(size):
     torch.testing.assert_close(out, independent_sum(priors))
 
 
+@pytest.mark.parametrize("size", [(8, 12), (15, 17)])
+def test_gradients_match_the_documented_formula(size):
+    priors = [p.double().requires_grad_() for p in priors_of(*size)]
+    grad = torch.randn(aggregate_priors(priors).shape, dtype=torch.float64)
+    actual = torch.autograd.grad(aggregate_priors(priors), priors, grad)
+    expected = torch.autograd.grad(independent_sum(priors), priors, grad)
+    for got, want in zip(actual, expected):
+        torch.testing.assert_close(got, want)
+
+
 def test_odd_sizes_upsample_stepwise_then_resize():
     """A 2x3 map reaches 16x24 after three x2 steps; that differs from one direct resize."""
     priors = [torch.zeros(1, 1, 15, 17)] * 3 + [torch.randn(1, 1, 2, 3)]

@@ -68,6 +68,22 @@ def bilinear_source_rows(
     return low, high, (1 - weight_high)[:, None], weight_high[:, None]
 
 
+def bilinear_matrix(
+    in_size: int, out_size: int, align_corners: bool = False, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """[out_size, in_size] (CPU, weights of ``dtype``): PyTorch's bilinear resize of one axis
+    from ``in_size`` to ``out_size`` as a matrix (:func:`bilinear_source_rows`), two weights
+    per row (summed where both source rows are the same)."""
+    low, high, weight_low, weight_high = bilinear_source_rows(
+        in_size, out_size, 0, out_size, align_corners, dtype
+    )
+    rows = torch.arange(out_size)
+    matrix = torch.zeros(out_size, in_size, dtype=weight_low.dtype)
+    matrix.index_put_((rows, low), weight_low[:, 0], accumulate=True)
+    matrix.index_put_((rows, high), weight_high[:, 0], accumulate=True)
+    return matrix
+
+
 def _source_band(
     scores: torch.Tensor, low: torch.Tensor, high: torch.Tensor, width: int
 ) -> Tuple[torch.Tensor, int]:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..upsample import bilinear_source_rows
+from ..upsample import bilinear_matrix, bilinear_source_rows
 
 BAND_ELEMENTS = 1 << 21
 
@@ -40,13 +40,8 @@ def row_interpolation(
 ) -> RowInterpolation:
     """The source rows and weights of ``F.interpolate(mode="bilinear", size=...)`` along one
     axis (:func:`semask.upsample.bilinear_source_rows`) as a :class:`RowInterpolation`."""
-    near, far, weight_near, weight_far = bilinear_source_rows(
-        in_rows, out_rows, 0, out_rows, align_corners, dtype
-    )
-    rows = torch.arange(out_rows)
-    matrix = torch.zeros(out_rows, in_rows, dtype=weight_near.dtype)
-    matrix.index_put_((rows, near), weight_near[:, 0], accumulate=True)
-    matrix.index_put_((rows, far), weight_far[:, 0], accumulate=True)
+    near, far, _, _ = bilinear_source_rows(in_rows, out_rows, 0, out_rows, align_corners, dtype)
+    matrix = bilinear_matrix(in_rows, out_rows, align_corners, dtype)
     return RowInterpolation(near, far, matrix.to(device))
 
 

@@ -2,12 +2,30 @@
 
 from typing import List, Mapping, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ...upsample import bilinear_matrix
 
 
 def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
+
+
+def upsampling_matrix(size: int, steps: int, final: int, dtype: torch.dtype) -> Tensor:
+    """[final, size] (CPU): ``steps`` successive x2 bilinear resizes (align_corners=True) of an
+    axis of ``size`` samples, then one to ``final`` if that size still differs, as one matrix
+    (the product, in float64, of the steps' :func:`semask.upsample.bilinear_matrix`, with the
+    weights the CPU kernel computes for ``dtype``)."""
+    weights = torch.float64 if dtype == torch.float64 else torch.float32
+    matrix = torch.eye(size, dtype=torch.float64)
+    for _ in range(steps):
+        matrix = bilinear_matrix(size, 2 * size, True, weights).double() @ matrix
+        size *= 2
+    if size != final:
+        matrix = bilinear_matrix(size, final, True, weights).double() @ matrix
+    return matrix.to(dtype)
 
 
 def sum_priors(priors: Sequence[Tensor]) -> Tensor:
@@ -19,7 +37,9 @@ def sum_priors(priors: Sequence[Tensor]) -> Tensor:
             (bilinear, align_corners=True) to the finest size if it still differs.
 
     Returns:
-        [B, K, H/4, W/4]: the sum.
+        [B, K, H/4, W/4]: the sum. Each coarser map's resizes are one row and one column matrix
+        (:func:`upsampling_matrix`): two small products instead of i full-size interpolations
+        (the same values up to rounding).
     """
     if len(priors) == 0:
         raise ValueError("aggregate_priors: no prior maps given")
@@ -30,13 +50,12 @@ def sum_priors(priors: Sequence[Tensor]) -> Tensor:
                 f"aggregate_priors: prior {index} has shape {tuple(prior.shape)}; every prior must "
                 f"be [B, K, h, w] with (B, K) = {tuple(finest.shape[:2])}"
             )
+    height, width = finest.shape[-2:]
     total = finest
     for index, prior in enumerate(priors[1:], start=1):
-        for _ in range(index):
-            prior = F.interpolate(prior, scale_factor=2, mode="bilinear", align_corners=True)
-        if prior.shape[-2:] != finest.shape[-2:]:
-            prior = _resize(prior, finest.shape[-2:])
-        total = total + prior
+        rows = upsampling_matrix(prior.shape[-2], index, height, prior.dtype).to(prior.device)
+        columns = upsampling_matrix(prior.shape[-1], index, width, prior.dtype).to(prior.device)
+        total = total + rows @ (prior @ columns.t())
     return total
 
 

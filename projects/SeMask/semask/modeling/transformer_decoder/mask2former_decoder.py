@@ -183,4 +183,3 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             embedding,
             attn_mask.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1),
         )
-
