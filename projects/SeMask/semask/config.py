@@ -21,6 +21,7 @@ def add_semask_config(cfg: CN) -> None:
     _add_data_config(cfg)
     _add_solver_config(cfg)
     _add_semask_node(cfg)
+    _add_cpu_linear_config(cfg)
     _add_swin_config(cfg)
     _add_mit_config(cfg)
     _add_mask_former_config(cfg)
@@ -84,6 +85,13 @@ def _add_semask_node(cfg: CN) -> None:
     cfg.MODEL.SEMASK.CATE_WEIGHT = None
     # Inference also returns the aggregated prior "sem_prior" and the raw "stage_priors".
     cfg.MODEL.SEMASK.RETURN_PRIOR = None
+
+
+def _add_cpu_linear_config(cfg: CN) -> None:
+    # What computes the float32 linear layers on the CPU: "onednn" (oneDNN's kernel, faster than
+    # torch's BLAS on the CPUs measured; docs/PERFORMANCE.md) or "torch" (F.linear). Same values
+    # up to summation order; CUDA, autocast, torch.compile and exports always use F.linear.
+    cfg.MODEL.CPU_LINEAR = "onednn"
 
 
 def _add_swin_config(cfg: CN) -> None:

@@ -9,6 +9,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.structures import ImageList
 
 from ...upsample import postprocess_to_output
+from ..onednn_linear import ONEDNN, route_linears
 from ..semantic_prior import prior_outputs, prior_settings
 from .inference import normalize_and_pad, output_size, pad_sem_seg
 from .sliding_window import SlidingWindow
@@ -31,19 +32,23 @@ class SeMaskFPN(SemanticSegmentor):
         *,
         return_prior: bool = False,
         sliding_window: Optional[SlidingWindow] = None,
+        cpu_linear: str = ONEDNN,
         **kwargs,
     ) -> None:
         """``return_prior``: also return the prior maps; ``sliding_window``: infer ``sem_seg``
-        window by window (``TEST.SLIDE``); ``kwargs`` as ``SemanticSegmentor``."""
+        window by window (``TEST.SLIDE``); ``cpu_linear``: :func:`route_linears`; ``kwargs`` as
+        ``SemanticSegmentor``."""
         super().__init__(**kwargs)
         self.return_prior = return_prior
         self.sliding_window = sliding_window
+        route_linears(self, cpu_linear)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict:
         ret = super().from_config(cfg)
         ret["return_prior"] = prior_settings(cfg).return_prior
         ret["sliding_window"] = SlidingWindow.from_config(cfg)
+        ret["cpu_linear"] = cfg.MODEL.CPU_LINEAR
         return ret
 
     def forward(

@@ -14,6 +14,7 @@ from ...data.targets import padded_instance_targets
 from ...upsample import postprocess_to_output
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
+from ..onednn_linear import ONEDNN, route_linears
 from ..semantic_prior import CriterionPriorLoss, prior_outputs, prior_settings
 from .families import check_buildable
 from .inference import (
@@ -70,7 +71,8 @@ class SeMaskMaskFormer(nn.Module):
     mask targets) and ``sem_seg`` int64 [H, W] (``ignore_value`` = unlabelled; the prior loss's
     target), as :class:`semask.data.MaskFormerSemanticDatasetMapper` gives them.
     With ``sliding_window`` (``TEST.SLIDE``), inference returns ``sem_seg`` only, averaged over
-    overlapping windows, each inferred as a whole image is.
+    overlapping windows, each inferred as a whole image is. ``cpu_linear`` (``MODEL.CPU_LINEAR``)
+    chooses what computes the float32 linear layers on the CPU (:func:`route_linears`).
     """
 
     @configurable
@@ -94,6 +96,7 @@ class SeMaskMaskFormer(nn.Module):
         test_topk_per_image: int = 100,
         sem_seg_postprocess_before_inference: bool = False,
         sliding_window: Optional[SlidingWindow] = None,
+        cpu_linear: str = ONEDNN,
     ) -> None:
         super().__init__()
         if not (semantic_on or panoptic_on or instance_on):
@@ -115,6 +118,7 @@ class SeMaskMaskFormer(nn.Module):
         self.test_topk_per_image = test_topk_per_image
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
         self.sliding_window = sliding_window
+        route_linears(self, cpu_linear)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict:
@@ -143,6 +147,7 @@ class SeMaskMaskFormer(nn.Module):
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "sem_seg_postprocess_before_inference": test.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE,
             "sliding_window": SlidingWindow.from_config(cfg),
+            "cpu_linear": cfg.MODEL.CPU_LINEAR,
         }
 
     @property

@@ -1,0 +1,104 @@
+"""Linear layers whose float32 CPU products run in oneDNN (``MODEL.CPU_LINEAR``).
+
+On the CPU, ``F.linear`` hands float32 products to torch's BLAS (MKL in the x86 wheels). oneDNN,
+which torch also ships (its convolutions use it), ran this model's linear shapes 1.2-1.4x faster
+on a 2-core AMD EPYC (docs/PERFORMANCE.md, sixth round). :func:`route_linears` turns the
+``nn.Linear`` layers of a model into :class:`OneDNNLinear`: same parameters, state-dict keys and
+hooks; outputs equal ``F.linear``'s up to summation order. Elsewhere (CUDA, other dtypes, CPU
+autocast, compiling, exporting, tracing) they are plain ``nn.Linear``.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+ONEDNN = "onednn"
+TORCH = "torch"
+CPU_LINEARS = (ONEDNN, TORCH)
+
+
+def onednn_available() -> bool:
+    """Whether this torch build has oneDNN's linear kernel on the CPU."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def runs_eagerly() -> bool:
+    """Not inside ``torch.compile``, ``torch.export``, an ONNX export or a TorchScript trace:
+    the places where only standard operators may appear."""
+    return not (
+        torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+    )
+
+
+def _onednn_product(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``x`` [..., K] @ ``weight`` [N, K].T (+ ``bias`` [N]) -> [..., N], in oneDNN."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class _OneDNNLinearFunction(torch.autograd.Function):
+    """:func:`_onednn_product` with its gradients: the input's from oneDNN as well, the
+    weight's from ``torch.mm`` (a product over all the rows, where MKL was the faster one)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn_product(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx, grad_output: Tensor
+    ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn_product(grad_output, weight.t().contiguous(), None)
+        rows = grad_output.reshape(-1, weight.shape[0])
+        if ctx.needs_input_grad[1]:
+            grad_weight = rows.t().mm(x.reshape(-1, weight.shape[1]))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = rows.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+class OneDNNLinear(nn.Linear):
+    """``nn.Linear`` that computes float32 products of eager CPU tensors with oneDNN."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[..., in_features] -> [..., out_features]."""
+        if not self._onednn_applies(x):
+            return F.linear(x, self.weight, self.bias)
+        tensors = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return _OneDNNLinearFunction.apply(x, self.weight, self.bias)
+        return _onednn_product(x, self.weight, self.bias)
+
+    def _onednn_applies(self, x: Tensor) -> bool:
+        tensors = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
+        return (
+            x.dim() >= 2
+            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+            and not torch.is_autocast_enabled("cpu")
+            and runs_eagerly()
+            and onednn_available()
+        )
+
+
+def route_linears(model: nn.Module, backend: str) -> nn.Module:
+    """Make ``model``'s CPU linear layers use ``backend`` (``MODEL.CPU_LINEAR``): ``"onednn"``
+    turns every module of type exactly ``nn.Linear`` into :class:`OneDNNLinear` in place (its
+    class only: parameters, buffers and hooks stay), ``"torch"`` leaves them. Returns ``model``."""
+    if backend not in CPU_LINEARS:
+        raise ValueError(f"MODEL.CPU_LINEAR must be one of {list(CPU_LINEARS)}, got {backend!r}")
+    if backend == ONEDNN:
+        for module in model.modules():
+            if type(module) is nn.Linear:
+                module.__class__ = OneDNNLinear
+    return model
