@@ -11,7 +11,13 @@ from torch import nn
 
 from semask.engine import build_cfg
 from semask.modeling import onednn_linear
-from semask.modeling.onednn_linear import OneDNNLinear, onednn_available, route_linears
+from semask.modeling.meta_arch.inference import semantic_inference
+from semask.modeling.onednn_linear import (
+    OneDNNLinear,
+    matmul,
+    onednn_available,
+    route_linears,
+)
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear")
 
@@ -116,6 +122,32 @@ def test_route_linears_turns_only_plain_linears_and_keeps_their_parameters():
 def test_an_unknown_backend_is_refused_naming_the_key():
     with pytest.raises(ValueError, match=r"MODEL.CPU_LINEAR must be one of \['onednn', 'torch'\]"):
         route_linears(nn.Linear(2, 2), "mkl")
+
+
+def test_matmul_equals_mm_and_uses_onednn_only_without_gradient(onednn_calls):
+    a, b = torch.randn(7, 5).t(), torch.randn(7, 9)  # a strided [5, 7]
+    expected = a.mm(b)
+    torch.testing.assert_close(matmul(a, b, "onednn"), expected, rtol=1e-5, atol=1e-5)
+    assert len(onednn_calls) == 1
+    assert torch.equal(matmul(a, b, "torch"), expected)
+    a.requires_grad_()
+    matmul(a, b, "onednn").sum().backward()
+    torch.testing.assert_close(a.grad, b.sum(1).expand(5, 7))
+    assert len(onednn_calls) == 1
+
+
+def test_semantic_inference_scores_as_with_torch_mm():
+    generator = torch.Generator().manual_seed(0)
+    mask_cls, mask_pred = torch.randn(6, 5, generator=generator), torch.randn(
+        6, 37, 29, generator=generator
+    )
+    with torch.no_grad():
+        ours = semantic_inference(mask_cls, mask_pred, band_rows=8, cpu_linear="onednn")
+        plain = semantic_inference(mask_cls, mask_pred, band_rows=8, cpu_linear="torch")
+    torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        ours, torch.einsum("qk,qhw->khw", mask_cls.softmax(-1)[:, :-1], mask_pred.sigmoid())
+    )
 
 
 @pytest.mark.parametrize("family", ["mask2former_msdeform", "fpn_swin"])

@@ -5,7 +5,8 @@ which torch also ships (its convolutions use it), ran this model's linear shapes
 on a 2-core AMD EPYC (docs/PERFORMANCE.md, sixth round). :func:`route_linears` turns the
 ``nn.Linear`` layers of a model into :class:`OneDNNLinear`: same parameters, state-dict keys and
 hooks; outputs equal ``F.linear``'s up to summation order. Elsewhere (CUDA, other dtypes, CPU
-autocast, compiling, exporting, tracing) they are plain ``nn.Linear``.
+autocast, compiling, exporting, tracing) they are plain ``nn.Linear``. :func:`matmul` is the same
+choice for a product of two matrices outside a layer.
 """
 
 from typing import Optional, Tuple
@@ -33,6 +34,19 @@ def runs_eagerly() -> bool:
         or torch.onnx.is_in_onnx_export()
         or torch.jit.is_tracing()
         or torch.jit.is_scripting()
+    )
+
+
+def _onednn_applies(x: Tensor, *others: Optional[Tensor]) -> bool:
+    """Whether oneDNN computes a product of ``x`` (at least 2-D) and ``others`` (None: absent):
+    float32 tensors on the CPU, no CPU autocast, eager, a torch with oneDNN."""
+    tensors = [x, *(t for t in others if t is not None)]
+    return (
+        x.dim() >= 2
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and not torch.is_autocast_enabled("cpu")
+        and runs_eagerly()
+        and onednn_available()
     )
 
 
@@ -73,22 +87,22 @@ class OneDNNLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         """[..., in_features] -> [..., out_features]."""
-        if not self._onednn_applies(x):
+        if not _onednn_applies(x, self.weight, self.bias):
             return F.linear(x, self.weight, self.bias)
         tensors = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return _OneDNNLinearFunction.apply(x, self.weight, self.bias)
         return _onednn_product(x, self.weight, self.bias)
 
-    def _onednn_applies(self, x: Tensor) -> bool:
-        tensors = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
-        return (
-            x.dim() >= 2
-            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-            and not torch.is_autocast_enabled("cpu")
-            and runs_eagerly()
-            and onednn_available()
-        )
+
+def matmul(a: Tensor, b: Tensor, backend: str) -> Tensor:
+    """``a`` [M, K] @ ``b`` [K, N] -> [M, N] for tensors without gradient: in oneDNN where
+    ``backend`` (``MODEL.CPU_LINEAR``) is ``"onednn"`` and :class:`OneDNNLinear` would use it
+    (``b`` read in place, as the transposed weight of a linear layer), else with ``torch.mm``."""
+    trains = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    if backend == ONEDNN and not trains and _onednn_applies(a, b):
+        return _onednn_product(a, b.t(), None)
+    return a.mm(b)
 
 
 def route_linears(model: nn.Module, backend: str) -> nn.Module:

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import BitMasks, ImageList, Instances
 
+from ..onednn_linear import ONEDNN, matmul
+
 
 def normalize_and_pad(
     batched_inputs: Sequence[Dict],
@@ -67,23 +69,27 @@ def output_size(input_per_image: Mapping, image_size: Tuple[int, int]) -> Tuple[
 
 
 def semantic_inference(
-    mask_cls: torch.Tensor, mask_pred: torch.Tensor, band_rows: int = 16
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    band_rows: int = 16,
+    cpu_linear: str = ONEDNN,
 ) -> torch.Tensor:
     """Per-class scores sum_q softmax(class)[q, k] * sigmoid(mask)[q]: [Q, K+1] class logits,
     [Q, H, W] mask logits -> [K, H, W].
 
     Computed ``band_rows`` rows at a time, so each band's sigmoid is still in cache for its
     matrix product (the values of one einsum over the whole map, about 0.7x its time at
-    512 x 512 with 100 queries and 150 classes).
+    512 x 512 with 100 queries and 150 classes); the products as ``cpu_linear``
+    (``MODEL.CPU_LINEAR``) chooses (:func:`semask.modeling.onednn_linear.matmul`).
     """
     probs = F.softmax(mask_cls, dim=-1)[..., :-1].t()
     queries, height, width = mask_pred.shape
     scores = mask_pred.new_empty((probs.shape[0], height, width))
     for top in range(0, height, band_rows):
         band = mask_pred[:, top : top + band_rows].sigmoid()
-        scores[:, top : top + band_rows] = (probs @ band.reshape(queries, -1)).view(
-            -1, band.shape[1], width
-        )
+        scores[:, top : top + band_rows] = matmul(
+            probs, band.reshape(queries, -1), cpu_linear
+        ).view(-1, band.shape[1], width)
     return scores
 
 

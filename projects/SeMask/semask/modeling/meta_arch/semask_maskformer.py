@@ -118,6 +118,7 @@ class SeMaskMaskFormer(nn.Module):
         self.test_topk_per_image = test_topk_per_image
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
         self.sliding_window = sliding_window
+        self.cpu_linear = cpu_linear
         route_linears(self, cpu_linear)
 
     @classmethod
@@ -233,7 +234,7 @@ class SeMaskMaskFormer(nn.Module):
                 mask_pred = postprocess_to_output(mask_pred, image_size, height, width)
                 image_size = (height, width)
             if self.semantic_on:
-                scores = semantic_inference(mask_cls, mask_pred)
+                scores = semantic_inference(mask_cls, mask_pred, cpu_linear=self.cpu_linear)
                 result["sem_seg"] = postprocess_to_output(scores, image_size, height, width)
             if self.panoptic_on:
                 result["panoptic_seg"] = panoptic_inference(
