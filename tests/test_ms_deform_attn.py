@@ -12,6 +12,7 @@ from semask.modeling.pixel_decoder.ms_deform_attn import (
     GatherWeightedSum,
     bilinear_taps,
     padded_levels,
+    short_softmax,
 )
 
 SHAPES = [(5, 7), (3, 4), (1, 1)]
@@ -304,3 +305,16 @@ def test_bf16_autocast_runs_in_float32():
     torch.testing.assert_close(
         out, module(query.bfloat16().float(), reference, flat.bfloat16().float(), SHAPES)
     )
+
+
+def test_short_softmax_equals_softmax_with_and_without_autograd():
+    logits = torch.randn(2, 9, 8, 12) * 30  # large logits: the maximum is subtracted first
+    with torch.no_grad():
+        fast = short_softmax(logits)
+    torch.testing.assert_close(fast, logits.softmax(-1), rtol=1e-5, atol=1e-7)
+    assert torch.isfinite(fast).all()
+    logits.requires_grad_()
+    grad = torch.randn_like(logits)
+    (ours,) = torch.autograd.grad(short_softmax(logits), logits, grad)
+    (expected,) = torch.autograd.grad(logits.softmax(-1), logits, grad)
+    torch.testing.assert_close(ours, expected)

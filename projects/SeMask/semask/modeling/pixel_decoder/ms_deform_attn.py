@@ -282,6 +282,16 @@ def ms_deform_attn(
     return output.view(batch, queries, heads * dim)
 
 
+def short_softmax(logits: Tensor) -> Tensor:
+    """Softmax over the last dimension. Rows as short as a head's L * P = 12 points leave the
+    CPU's softmax kernel mostly idle: without autograd, the same values come from max, exp and
+    sum at about half its time."""
+    if logits.device.type != "cpu" or (torch.is_grad_enabled() and logits.requires_grad):
+        return logits.softmax(-1)
+    exp = (logits - logits.amax(-1, keepdim=True)).exp_()
+    return exp.div_(exp.sum(-1, keepdim=True))
+
+
 class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention module with the official parameter names.
 
@@ -372,7 +382,7 @@ class MSDeformAttn(nn.Module):
             weights = self.attention_weights(query).view(
                 batch, queries, self.n_heads, self.n_levels * self.n_points
             )
-            weights = weights.softmax(-1).view(
+            weights = short_softmax(weights).view(
                 batch, queries, self.n_heads, self.n_levels, self.n_points
             )
             # offsets are in pixels of each level: divide by (W_l, H_l). Both terms are given
