@@ -14,6 +14,7 @@ from semask.modeling import onednn_linear
 from semask.modeling.meta_arch.inference import semantic_inference
 from semask.modeling.onednn_linear import (
     OneDNNLinear,
+    linear_activation,
     matmul,
     onednn_available,
     route_linears,
@@ -134,6 +135,27 @@ def test_matmul_equals_mm_and_uses_onednn_only_without_gradient(onednn_calls):
     matmul(a, b, "onednn").sum().backward()
     torch.testing.assert_close(a.grad, b.sum(1).expand(5, 7))
     assert len(onednn_calls) == 1
+
+
+@pytest.mark.parametrize("activation, function", [("gelu", F.gelu), ("relu", F.relu)])
+def test_linear_activation_fuses_the_activation_without_autograd(
+    activation, function, onednn_calls
+):
+    linear, x = layer(), torch.randn(3, 13, 24)
+    expected = function(F.linear(x, linear.weight, linear.bias))
+    with torch.no_grad():
+        fused = linear_activation(linear, x, activation)
+    assert not onednn_calls  # one fused product, not the layer's own
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
+    x.requires_grad_()
+    trained = linear_activation(linear, x, activation)
+    assert len(onednn_calls) == 1  # with autograd: the layer, then the activation
+    (grad,) = torch.autograd.grad(trained.sum(), x)
+    (wanted,) = torch.autograd.grad(function(F.linear(x, linear.weight, linear.bias)).sum(), x)
+    torch.testing.assert_close(grad, wanted, rtol=1e-5, atol=1e-5)
+    plain = nn.Linear(24, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_activation(plain, x, activation), function(plain(x)))
 
 
 def test_semantic_inference_scores_as_with_torch_mm():

@@ -89,8 +89,8 @@ def _add_semask_node(cfg: CN) -> None:
 
 def _add_cpu_linear_config(cfg: CN) -> None:
     # What computes the float32 linear layers on the CPU: "onednn" (oneDNN's kernel, faster than
-    # torch's BLAS on the CPUs measured; docs/PERFORMANCE.md) or "torch" (F.linear). Same values
-    # up to summation order; CUDA, autocast, torch.compile and exports always use F.linear.
+    # torch's MKL product on the AMD EPYC measured; docs/PERFORMANCE.md) or "torch" (F.linear).
+    # Same values up to summation order; CUDA, autocast, torch.compile and exports use F.linear.
     cfg.MODEL.CPU_LINEAR = "onednn"
 
 

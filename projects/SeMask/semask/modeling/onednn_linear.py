@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from .eager import runs_eagerly
+
 ONEDNN = "onednn"
 TORCH = "torch"
 CPU_LINEARS = (ONEDNN, TORCH)
@@ -24,17 +26,6 @@ CPU_LINEARS = (ONEDNN, TORCH)
 def onednn_available() -> bool:
     """Whether this torch build has oneDNN's linear kernel on the CPU."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def runs_eagerly() -> bool:
-    """Not inside ``torch.compile``, ``torch.export``, an ONNX export or a TorchScript trace:
-    the places where only standard operators may appear."""
-    return not (
-        torch.compiler.is_compiling()
-        or torch.onnx.is_in_onnx_export()
-        or torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-    )
 
 
 def _onednn_applies(x: Tensor, *others: Optional[Tensor]) -> bool:
@@ -93,6 +84,25 @@ class OneDNNLinear(nn.Linear):
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return _OneDNNLinearFunction.apply(x, self.weight, self.bias)
         return _onednn_product(x, self.weight, self.bias)
+
+
+# oneDNN post-ops (algorithm, scalars, approximation) applied to a product's output in-kernel
+_POST_OPS = {"gelu": ("gelu", [], "none"), "relu": ("relu", [], "")}
+
+
+def linear_activation(linear: nn.Linear, x: Tensor, activation: str) -> Tensor:
+    """``activation`` ("gelu", exact, or "relu") of ``linear(x)``. For an :class:`OneDNNLinear`
+    without autograd, one oneDNN product that applies the activation to its output as it writes
+    it, instead of a second pass over the [..., out_features] result."""
+    tensors = (x, linear.weight) if linear.bias is None else (x, linear.weight, linear.bias)
+    trains = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    if isinstance(linear, OneDNNLinear) and not trains and _onednn_applies(*tensors):
+        return torch.ops.mkldnn._linear_pointwise(
+            x, linear.weight, linear.bias, *_POST_OPS[activation]
+        )
+    if activation == "relu":  # nothing else reads the product unless autograd does
+        return F.relu(linear(x), inplace=not trains)
+    return F.gelu(linear(x))
 
 
 def matmul(a: Tensor, b: Tensor, backend: str) -> Tensor:

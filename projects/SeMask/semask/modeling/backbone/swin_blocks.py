@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
+from ..onednn_linear import linear_activation
 from .sdpa import sdpa_unfused_on_cpu
 from .windows import pad_to_multiple, window_partition, window_reverse
 
@@ -117,6 +118,16 @@ class WindowAttention(nn.Module):
         return self.proj_drop(self.proj(out))
 
 
+class GeluMlp(Mlp):
+    """timm's ``Mlp`` (GELU; parameters ``fc1``, ``fc2``) with ``fc1`` and the GELU as one
+    :func:`linear_activation`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., C] -> [..., C]."""
+        hidden = self.drop1(linear_activation(self.fc1, x, "gelu"))
+        return self.drop2(self.fc2(self.norm(hidden)))
+
+
 class SwinTransformerBlock(nn.Module):
     """(Shifted-)window attention + MLP, each pre-norm with a residual."""
 
@@ -151,7 +162,7 @@ class SwinTransformerBlock(nn.Module):
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), drop=drop)
+        self.mlp = GeluMlp(in_features=dim, hidden_features=int(dim * mlp_ratio), drop=drop)
 
     def forward(
         self, x: torch.Tensor, h: int, w: int, mask: Optional[torch.Tensor]

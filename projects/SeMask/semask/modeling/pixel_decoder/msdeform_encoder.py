@@ -4,9 +4,9 @@ import copy
 from typing import List, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..onednn_linear import linear_activation
 from .ms_deform_attn import MSDeformAttn
 
 
@@ -43,9 +43,7 @@ class MSDeformAttnEncoderLayer(nn.Module):
         """``src``, ``pos`` [B, S, C]; ``reference_points`` [B, S, L, 2]. Returns [B, S, C]."""
         attended = self.self_attn(src + pos, reference_points, src, spatial_shapes)
         src = self.norm1(src + self.dropout1(attended))
-        # without autograd nothing else reads the first linear's output: rectify it in place
-        hidden = F.relu(self.linear1(src), inplace=not torch.is_grad_enabled())
-        hidden = self.linear2(self.dropout2(hidden))
+        hidden = self.linear2(self.dropout2(linear_activation(self.linear1, src, "relu")))
         return self.norm2(src + self.dropout3(hidden))
 
 

@@ -11,6 +11,8 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..eager import runs_eagerly
+
 
 class _QueryMaskProduct(torch.autograd.Function):
     """Mask features [B, C, H, W] and P embeddings [B, Q, C] -> P mask logits [B, Q, H, W], from
@@ -67,11 +69,6 @@ def mask_logits(embeddings: Sequence[Tensor], mask_features: Tensor) -> List[Ten
     trains = torch.is_grad_enabled() and (
         mask_features.requires_grad or any(e.requires_grad for e in embeddings)
     )
-    if (
-        trains
-        and mask_features.device.type == "cpu"
-        and not torch.compiler.is_compiling()
-        and not torch.onnx.is_in_onnx_export()
-    ):
+    if trains and mask_features.device.type == "cpu" and runs_eagerly():
         return list(_QueryMaskProduct.apply(mask_features, *embeddings))
     return _product(embeddings, mask_features)
