@@ -12,6 +12,7 @@ from semask.modeling.transformer_decoder import (
     PositionEmbeddingSine,
     build_transformer_decoder,
 )
+from semask.modeling.transformer_decoder.mask2former_decoder import head_shared_bias
 from semask.modeling.transformer_decoder.query_masks import mask_logits
 
 NUM_CLASSES, QUERIES, HIDDEN, MASK_DIM = 5, 6, 32, 16
@@ -113,7 +114,7 @@ def test_mask2former_attention_mask_follows_predicted_masks():
     _, _, attn_mask = decoder.forward_prediction_heads(
         decoder.query_feat.weight.unsqueeze(1), attention[0]
     )
-    assert attn_mask.shape == (4, QUERIES, 6) and attn_mask.all()
+    assert attn_mask.shape == (1, QUERIES, 6) and attn_mask.all()
 
 
 def test_mask_logits_of_all_predictions_from_one_product_equal_each_its_own():
@@ -168,11 +169,22 @@ def test_mask2former_attention_mask_is_planted_mask_below_one_half():
     torch.testing.assert_close(masks, mask_features[:, :QUERIES])
     expected = (blocks[:, :QUERIES].sigmoid() < 0.5).flatten(2)  # [2, Q, 63]
     assert 0 < int(expected.sum()) < expected.numel()
-    heads = decoder.num_heads
-    assert attn_mask.shape == (2 * heads, QUERIES, 63)
-    for b in range(2):
+    assert torch.equal(attn_mask, expected)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_head_shared_bias_is_the_boolean_mask_for_every_head(batch):
+    gen = torch.Generator().manual_seed(5)
+    mask = torch.rand(batch, QUERIES, 11, generator=gen) < 0.5
+    heads = 3
+    bias = head_shared_bias(mask, heads, torch.float64)
+    assert bias.shape == (batch * heads, QUERIES, 11) and bias.dtype == torch.float64
+    for b in range(batch):
         for h in range(heads):
-            assert torch.equal(attn_mask[b * heads + h], expected[b])
+            assert torch.equal(bias[b * heads + h].isneginf(), mask[b])
+            assert torch.equal(bias[b * heads + h][~mask[b]], torch.zeros(int((~mask[b]).sum())))
+    if batch == 1:  # one image: the heads share one map
+        assert bias.stride(0) == 0
 
 
 def test_mask2former_bad_input():

@@ -1,5 +1,6 @@
 """Mask2Former's transformer decoder: masked cross-attention over multi-scale pixel features."""
 
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -121,7 +122,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             # a query whose mask covers nothing attends everywhere instead
             attn_mask[attn_mask.all(-1)] = False
             output = self.transformer_cross_attention_layers[i](
-                output, srcs[level], attn_mask=attn_mask, pos=positions[level], query_pos=query_pos
+                output,
+                srcs[level],
+                attn_mask=head_shared_bias(attn_mask, self.num_heads, output.dtype),
+                pos=positions[level],
+                query_pos=query_pos,
             )
             output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
             output = self.transformer_ffn_layers[i](output)
@@ -163,8 +168,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self, output: Tensor, attention_features: Optional[Tensor]
     ) -> Tuple[Optional[Tensor], Tensor, Optional[Tensor]]:
         """Class logits [B, Q, K + 1], mask embeddings [B, Q, mask_dim] (:func:`mask_logits`
-        turns them into masks) and the attention mask [B * heads, Q, h * w] (True = do not
-        attend: mask probability below 0.5), None without ``attention_features``.
+        turns them into masks) and the attention mask [B, Q, h * w] (True = do not attend: mask
+        probability below 0.5), None without ``attention_features``.
 
         ``attention_features`` (:meth:`features_for_attention`) are the mask features at the
         attention size [B, C, h, w]: bilinear resizing is linear, so the mask logits they give
@@ -178,8 +183,12 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         with torch.no_grad():
             small = torch.einsum("bqc,bchw->bqhw", embedding, attention_features)
             attn_mask = small.sigmoid().flatten(2) < 0.5
-        return (
-            logits,
-            embedding,
-            attn_mask.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1),
-        )
+        return logits, embedding, attn_mask
+
+
+def head_shared_bias(mask: Tensor, heads: int, dtype: torch.dtype) -> Tensor:
+    """[B, Q, S] boolean mask (True = do not attend) -> the additive mask [B * heads, Q, S] (0 or
+    -inf, in ``dtype``) that ``nn.MultiheadAttention`` takes, the same for every head: made once
+    per image, and for a single image a view instead of a copy per head."""
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, -math.inf)
+    return bias.unsqueeze(1).expand(-1, heads, -1, -1).flatten(0, 1)
