@@ -41,6 +41,11 @@ def _onednn_applies(x: Tensor, *others: Optional[Tensor]) -> bool:
     )
 
 
+def _needs_grad(*tensors: Optional[Tensor]) -> bool:
+    """Whether autograd records a product of ``tensors`` (None: absent)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _onednn_product(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     """``x`` [..., K] @ ``weight`` [N, K].T (+ ``bias`` [N]) -> [..., N], in oneDNN."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
@@ -80,8 +85,7 @@ class OneDNNLinear(nn.Linear):
         """[..., in_features] -> [..., out_features]."""
         if not _onednn_applies(x, self.weight, self.bias):
             return F.linear(x, self.weight, self.bias)
-        tensors = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        if _needs_grad(x, self.weight, self.bias):
             return _OneDNNLinearFunction.apply(x, self.weight, self.bias)
         return _onednn_product(x, self.weight, self.bias)
 
@@ -94,9 +98,12 @@ def linear_activation(linear: nn.Linear, x: Tensor, activation: str) -> Tensor:
     """``activation`` ("gelu", exact, or "relu") of ``linear(x)``. For an :class:`OneDNNLinear`
     without autograd, one oneDNN product that applies the activation to its output as it writes
     it, instead of a second pass over the [..., out_features] result."""
-    tensors = (x, linear.weight) if linear.bias is None else (x, linear.weight, linear.bias)
-    trains = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    if isinstance(linear, OneDNNLinear) and not trains and _onednn_applies(*tensors):
+    trains = _needs_grad(x, linear.weight, linear.bias)
+    if (
+        isinstance(linear, OneDNNLinear)
+        and not trains
+        and _onednn_applies(x, linear.weight, linear.bias)
+    ):
         return torch.ops.mkldnn._linear_pointwise(
             x, linear.weight, linear.bias, *_POST_OPS[activation]
         )
@@ -109,8 +116,7 @@ def matmul(a: Tensor, b: Tensor, backend: str) -> Tensor:
     """``a`` [M, K] @ ``b`` [K, N] -> [M, N] for tensors without gradient: in oneDNN where
     ``backend`` (``MODEL.CPU_LINEAR``) is ``"onednn"`` and :class:`OneDNNLinear` would use it
     (``b`` read in place, as the transposed weight of a linear layer), else with ``torch.mm``."""
-    trains = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
-    if backend == ONEDNN and not trains and _onednn_applies(a, b):
+    if backend == ONEDNN and not _needs_grad(a, b) and _onednn_applies(a, b):
         return _onednn_product(a, b.t(), None)
     return a.mm(b)
 
