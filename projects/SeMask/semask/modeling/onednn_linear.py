@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .eager import runs_eagerly
+from .eager import records_grad, runs_eagerly
 
 ONEDNN = "onednn"
 TORCH = "torch"
@@ -39,11 +39,6 @@ def _onednn_applies(x: Tensor, *others: Optional[Tensor]) -> bool:
         and runs_eagerly()
         and onednn_available()
     )
-
-
-def _needs_grad(*tensors: Optional[Tensor]) -> bool:
-    """Whether autograd records a product of ``tensors`` (None: absent)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _onednn_product(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -85,7 +80,7 @@ class OneDNNLinear(nn.Linear):
         """[..., in_features] -> [..., out_features]."""
         if not _onednn_applies(x, self.weight, self.bias):
             return F.linear(x, self.weight, self.bias)
-        if _needs_grad(x, self.weight, self.bias):
+        if records_grad(x, self.weight, self.bias):
             return _OneDNNLinearFunction.apply(x, self.weight, self.bias)
         return _onednn_product(x, self.weight, self.bias)
 
@@ -98,7 +93,7 @@ def linear_activation(linear: nn.Linear, x: Tensor, activation: str) -> Tensor:
     """``activation`` ("gelu", exact, or "relu") of ``linear(x)``. For an :class:`OneDNNLinear`
     without autograd, one oneDNN product that applies the activation to its output as it writes
     it, instead of a second pass over the [..., out_features] result."""
-    trains = _needs_grad(x, linear.weight, linear.bias)
+    trains = records_grad(x, linear.weight, linear.bias)
     if (
         isinstance(linear, OneDNNLinear)
         and not trains
@@ -116,7 +111,7 @@ def matmul(a: Tensor, b: Tensor, backend: str) -> Tensor:
     """``a`` [M, K] @ ``b`` [K, N] -> [M, N] for tensors without gradient: in oneDNN where
     ``backend`` (``MODEL.CPU_LINEAR``) is ``"onednn"`` and :class:`OneDNNLinear` would use it
     (``b`` read in place, as the transposed weight of a linear layer), else with ``torch.mm``."""
-    if backend == ONEDNN and not _needs_grad(a, b) and _onednn_applies(a, b):
+    if backend == ONEDNN and not records_grad(a, b) and _onednn_applies(a, b):
         return _onednn_product(a, b.t(), None)
     return a.mm(b)
 

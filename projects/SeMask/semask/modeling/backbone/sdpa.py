@@ -4,6 +4,8 @@ from typing import Optional
 
 import torch
 
+from ..eager import records_grad
+
 
 def sdpa_unfused_on_cpu(
     query: torch.Tensor, value: torch.Tensor, bias: Optional[torch.Tensor] = None
@@ -13,5 +15,4 @@ def sdpa_unfused_on_cpu(
     gives no gradient of an additive bias."""
     if query.device.type != "cpu":
         return False
-    trains_bias = bias is not None and torch.is_grad_enabled() and bias.requires_grad
-    return query.shape[-1] != value.shape[-1] or trains_bias
+    return query.shape[-1] != value.shape[-1] or records_grad(bias)

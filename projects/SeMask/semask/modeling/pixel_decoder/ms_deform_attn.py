@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..eager import records_grad
+
 
 def padded_levels(value: Tensor, spatial_shapes: Sequence[Tuple[int, int]]) -> Tensor:
     """[B, S, M, D] flattened levels -> [B, S', M, D]: each level [H_l, W_l] stored as
@@ -152,7 +154,7 @@ def bilinear_taps(
     )
     locations = sampling_locations.reshape(batch, queries, heads, levels * points, 2)
     attention = attention_weights.reshape(batch, queries, heads, levels * points)
-    if torch.is_grad_enabled() and (locations.requires_grad or attention.requires_grad):
+    if records_grad(locations, attention):
         index, weights = _BilinearTaps.apply(locations, attention, *layout)
     else:
         index, weights, _ = _taps(_pixels(locations, layout[0]), attention, *layout)
@@ -286,7 +288,7 @@ def short_softmax(logits: Tensor) -> Tensor:
     """Softmax over the last dimension. Rows as short as a head's L * P = 12 points leave the
     CPU's softmax kernel mostly idle: without autograd, the same values come from max, exp and
     sum at about half its time."""
-    if logits.device.type != "cpu" or (torch.is_grad_enabled() and logits.requires_grad):
+    if logits.device.type != "cpu" or records_grad(logits):
         return logits.softmax(-1)
     exp = (logits - logits.amax(-1, keepdim=True)).exp_()
     return exp.div_(exp.sum(-1, keepdim=True))

@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..eager import runs_eagerly
+from ..eager import records_grad, runs_eagerly
 
 
 class _QueryMaskProduct(torch.autograd.Function):
@@ -66,9 +66,7 @@ def mask_logits(embeddings: Sequence[Tensor], mask_features: Tensor) -> List[Ten
     non-zero, all predictions' together (the values of the einsum's backward, up to summation
     order)."""
     embeddings = list(embeddings)
-    trains = torch.is_grad_enabled() and (
-        mask_features.requires_grad or any(e.requires_grad for e in embeddings)
-    )
+    trains = records_grad(mask_features, *embeddings)
     if trains and mask_features.device.type == "cpu" and runs_eagerly():
         return list(_QueryMaskProduct.apply(mask_features, *embeddings))
     return _product(embeddings, mask_features)
