@@ -4,17 +4,19 @@ Importing this package registers SeMask's backbones, heads and meta-architecture
 registries. It patches nothing, so it may come before or after detectron2's own modules. With a
 detectron2 that has no ``detectron2._C`` (neither compiled nor the stand-in that
 ``tools/install_detectron2.py`` installs), it stops with an error that says how to install one.
-It also asks PyTorch to put large CPU tensors on transparent huge pages
-(:mod:`semask.huge_pages`; ``THP_MEM_ALLOC_ENABLE=0`` keeps 4 KiB pages).
+It also sets two process-wide CPU memory defaults (:mod:`semask.cpu_memory`): large tensors on
+transparent huge pages (``THP_MEM_ALLOC_ENABLE=0`` keeps 4 KiB pages) and, with glibc, freed memory
+kept for reuse instead of given back (``SEMASK_RETAIN_CPU_MEMORY=0`` leaves ``malloc`` alone).
 """
 
 import re
 
-from .huge_pages import default_to_huge_pages
+from .cpu_memory import default_to_huge_pages, retain_freed_memory
 
 MISSING_C_EXTENSION = re.compile(r"cannot import name '_C' from 'detectron2'|detectron2\._C\b")
 
 default_to_huge_pages()  # before this package or its user allocates a large tensor
+retain_freed_memory()
 
 try:
     from . import modeling  # noqa: F401  (registers components)
