@@ -14,6 +14,7 @@ from semask.cpu_memory import (
     RETAIN_VARIABLE,
     THP_VARIABLE,
     default_to_huge_pages,
+    glibc,
     malloc_left_alone,
 )
 
@@ -27,7 +28,6 @@ before = faults()
 torch.ones(16 << 20)
 print(os.environ["THP_MEM_ALLOC_ENABLE"], faults() - before)
 """
-
 
 # Imports semask, fills and frees a 64 MiB tensor twice (the second may not fit the first's place:
 # the aligned request is a little larger), then prints the page faults of filling a third one.
@@ -94,11 +94,7 @@ def test_malloc_is_left_alone_where_the_environment_chooses():
     assert malloc_left_alone({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=8"})
 
 
-def _glibc():
-    return "glibc" in (os.confstr("CS_GNU_LIBC_VERSION") or "") if hasattr(os, "confstr") else False
-
-
-@pytest.mark.skipif(not _glibc(), reason="malloc is not glibc's here")
+@pytest.mark.skipif(glibc() is None, reason="malloc is not glibc's here")
 def test_importing_semask_reuses_freed_memory():
     """4 KiB pages in both children, so that the faults count pages."""
     retained = int(_run(REFILL_CHILD, **{THP_VARIABLE: "0", RETAIN_VARIABLE: None}))

@@ -56,7 +56,7 @@ def malloc_left_alone(environ: Mapping[str, str]) -> bool:
     )
 
 
-def _glibc() -> Optional[ctypes.CDLL]:
+def glibc() -> Optional[ctypes.CDLL]:
     """The C library when it is glibc (the only one whose ``mallopt`` this module knows)."""
     try:
         version = os.confstr("CS_GNU_LIBC_VERSION") or ""
@@ -70,7 +70,7 @@ def retain_freed_memory() -> bool:
     heap back, unless :func:`malloc_left_alone`; True when both settings took."""
     if malloc_left_alone(os.environ):
         return False
-    libc = _glibc()
+    libc = glibc()
     if libc is None:
         return False
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
