@@ -14,7 +14,7 @@ process-wide defaults against that, each only where the environment has not chos
   block above a threshold (at most 32 MiB) anew and unmaps it when freed, and gives a free heap
   top back to the kernel, so tensors allocated per image (mask logits, scores, activations)
   start from fresh pages each time. With glibc, ``mallopt`` then makes ``malloc`` take every block
-  from its heap and never trim it: after the first image the process reuses the pages it has.
+  from its heap and never trim it: after the first image or two the process reuses the pages it has.
   The cost: memory freed after a peak stays with the process (its peak is not higher).
   ``SEMASK_RETAIN_CPU_MEMORY=0``, or any of glibc's own malloc settings in the environment
   (``MALLOC_*_`` variables, ``glibc.malloc`` tunables), leaves ``malloc`` as it is.
