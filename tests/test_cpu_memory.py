@@ -68,6 +68,13 @@ def _child(value):
     return variable, int(faults)
 
 
+def _refill_faults(retain):
+    """Page faults of each of REFILL_CHILD's fills, with SEMASK_RETAIN_CPU_MEMORY ``retain``."""
+    faults = _run(REFILL_CHILD, **{THP_VARIABLE: "0", RETAIN_VARIABLE: retain}).split()
+    assert len(faults) == REFILLS, faults
+    return [int(count) for count in faults]
+
+
 def test_default_keeps_a_value_the_user_set(monkeypatch):
     monkeypatch.setenv(THP_VARIABLE, "0")
     assert default_to_huge_pages() is False and os.environ[THP_VARIABLE] == "0"
@@ -103,10 +110,3 @@ def test_importing_semask_reuses_freed_memory():
     returned = _refill_faults(retain="0")
     assert min(returned) >= PAGES_OF_64_MIB, returned  # every fill on fresh pages
     assert max(retained[3:]) < PAGES_OF_64_MIB / 16, (retained, returned)
-
-
-def _refill_faults(retain):
-    """Page faults of each of REFILL_CHILD's fills, with SEMASK_RETAIN_CPU_MEMORY ``retain``."""
-    faults = _run(REFILL_CHILD, **{THP_VARIABLE: "0", RETAIN_VARIABLE: retain}).split()
-    assert len(faults) == REFILLS, faults
-    return [int(count) for count in faults]
