@@ -26,8 +26,9 @@ def input_shape():
     return shapes
 
 
-def build(name):
+def build(name, follow_autocast=False):
     cfg = semask_cfg()
+    cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_AUTOCAST = follow_autocast
     cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES = list(CHANNELS)
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = name
     cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM = CONV_DIM
@@ -132,6 +133,41 @@ def test_bf16_autocast_keeps_msdeform_decoder_in_float32():
     torch.testing.assert_close(mask_features, expected[0])
     for level, reference in zip(multi_scale, expected[2]):
         torch.testing.assert_close(level, reference)
+
+
+@pytest.mark.parametrize("name", ["MSDeformAttnPixelDecoder", "MSDeformAttnPixelFANDecoder"])
+def test_decoder_following_autocast_runs_its_products_in_bf16(name):
+    """PIXEL_DECODER_AUTOCAST: every convolution and linear layer returns bf16 under bf16
+    autocast except those that place and weigh the deformable samples (and the deformable
+    convolution's own offsets); the outputs are within bf16 rounding (relative norm error under
+    2%) of a float32 run on the same bf16-rounded inputs."""
+    decoder = build(name, follow_autocast=True).eval()
+    float32_layers = set()
+
+    def record(name):
+        def hook(module, inputs, out):
+            if out.dtype == torch.float32:
+                float32_layers.add(name)
+
+        return hook
+
+    for layer_name, module in decoder.named_modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            module.register_forward_hook(record(layer_name.rsplit(".", 1)[-1]))
+    feats = {k: v.bfloat16() for k, v in features(1, 64, 64).items()}
+    with torch.no_grad():
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            mask_features, _, multi_scale = decoder.forward_features(feats)
+        float32_under_autocast = set(float32_layers)
+        expected = decoder.forward_features({k: v.float() for k, v in feats.items()})
+    assert mask_features.dtype == torch.bfloat16
+    expected_float32 = {"sampling_offsets", "attention_weights"}
+    if "FAN" in name:
+        expected_float32.add("conv_offset_mask")
+    assert float32_under_autocast == expected_float32
+    for actual, reference in zip([mask_features, *multi_scale], [expected[0], *expected[2]]):
+        error = (actual.float() - reference).norm() / reference.norm()
+        assert error < 2e-2, error
 
 
 def test_missing_encoder_feature_is_reported():

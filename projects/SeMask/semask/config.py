@@ -229,6 +229,11 @@ def _add_sem_seg_head_config(cfg: CN) -> None:
     # Read by nothing; kept so published configs merge. The deformable encoder, as in the
     # official code, takes its heads from MODEL.MASK_FORMER.NHEADS.
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
+    # Under autocast (SOLVER.AMP, or bf16/fp16 inference) the MSDeformAttn pixel decoders run in
+    # float32, as the official ones do (False), or let their convolutions and linear layers run in
+    # the autocast dtype, the deformable sampling staying float32 (True; faster, not the
+    # official numerics).
+    cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_AUTOCAST = False
     # SeMask-FPN head: dropout before the 1x1 classifier (MODEL.SEMASK.CATE_WEIGHT weighs its
     # prior loss).
     cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1

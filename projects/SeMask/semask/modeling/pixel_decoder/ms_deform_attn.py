@@ -358,7 +358,9 @@ class MSDeformAttn(nn.Module):
             padding_mask: optional [B, S] bool, True where ``input_flatten`` is padding.
 
         Returns:
-            [B, Q, d_model], computed in float32 even under autocast.
+            [B, Q, d_model]. Under autocast ``value_proj`` and ``output_proj`` run in its dtype;
+            sampling offsets, attention weights and the sampling itself stay float32, so that
+            sampling locations keep their precision.
         """
         if reference_points.shape[-1] != 2:
             raise ValueError(
@@ -369,15 +371,15 @@ class MSDeformAttn(nn.Module):
             raise ValueError(
                 f"MSDeformAttn: built for {self.n_levels} levels, got {len(spatial_shapes)}"
             )
+        batch, queries, _ = query.shape
+        value = self.value_proj(input_flatten)
+        if padding_mask is not None:
+            value = value.masked_fill(padding_mask[..., None], 0.0)
         with torch.autocast(device_type=query.device.type, enabled=False):
-            query, reference_points = query.float(), reference_points.float()
-            batch, queries, _ = query.shape
-            value = self.value_proj(input_flatten.float())
-            if padding_mask is not None:
-                value = value.masked_fill(padding_mask[..., None], 0.0)
-            value = value.view(
+            value = value.float().view(
                 batch, input_flatten.shape[1], self.n_heads, self.d_model // self.n_heads
             )
+            query, reference_points = query.float(), reference_points.float()
             offsets = self.sampling_offsets(query).view(
                 batch, queries, self.n_heads, self.n_levels, self.n_points, 2
             )
@@ -397,4 +399,4 @@ class MSDeformAttn(nn.Module):
             reference = reference_points[:, :, :, None].expand(-1, -1, -1, self.n_points, -1)
             locations = reference.contiguous()[:, :, None] + offsets / normalizer
             output = ms_deform_attn(value, spatial_shapes, locations, weights)
-            return self.output_proj(output)
+        return self.output_proj(output)

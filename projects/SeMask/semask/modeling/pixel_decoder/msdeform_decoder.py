@@ -20,6 +20,10 @@ class MSDeformAttnPixelDecoder(LateralFPN):
     """Deformable-attention encoder over the coarse levels, then lateral FPN steps
     (:class:`LateralFPN`, bilinear upsampling) down to ``common_stride``; ``mask_features`` is a
     1x1 conv on the finest output.
+
+    Under autocast the decoder runs in float32, as the official one does, unless
+    ``follow_autocast``: then its convolutions and linear layers run in the autocast dtype and
+    only the deformable sampling (:class:`MSDeformAttn`) stays float32.
     """
 
     @configurable
@@ -37,6 +41,7 @@ class MSDeformAttnPixelDecoder(LateralFPN):
         norm: str,
         transformer_in_features: Sequence[str],
         common_stride: int,
+        follow_autocast: bool = False,
     ) -> None:
         super().__init__()
         missing = [name for name in transformer_in_features if name not in input_shape]
@@ -47,6 +52,7 @@ class MSDeformAttnPixelDecoder(LateralFPN):
             )
         by_stride = sorted(input_shape.items(), key=lambda item: item[1].stride)
         self.in_features = [name for name, _ in by_stride]
+        self.follow_autocast = follow_autocast
         encoder_inputs = [(k, v) for k, v in by_stride if k in transformer_in_features]
         self.transformer_in_features = [name for name, _ in encoder_inputs]
         num_levels = len(encoder_inputs)
@@ -97,6 +103,7 @@ class MSDeformAttnPixelDecoder(LateralFPN):
             "transformer_n_points": head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS,
             "transformer_in_features": head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES,
             "common_stride": head.COMMON_STRIDE,
+            "follow_autocast": head.PIXEL_DECODER_AUTOCAST,
         }
 
     def fuse(self, index: int, lateral: Tensor, coarse: Tensor) -> Tensor:
@@ -111,20 +118,22 @@ class MSDeformAttnPixelDecoder(LateralFPN):
     def forward_features(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, List[Tensor]]:
         """``features``: backbone maps by name. Returns ``mask_features`` [B, MASK_DIM, H/4, W/4],
         the coarsest encoder output [B, C, H/32, W/32] and the 3 coarsest outputs (coarsest
-        first). Runs in float32 even under autocast, as the official decoder does."""
+        first). Under autocast: float32 unless ``follow_autocast``."""
         check_feature_sizes(features, self.in_features, type(self).__name__)
         device_type = features[self.in_features[0]].device.type
+        if self.follow_autocast:
+            return self._forward(features)
         with torch.autocast(device_type=device_type, enabled=False):
-            return self._forward_float32(features)
+            return self._forward({name: x.float() for name, x in features.items()})
 
-    def _forward_float32(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, List[Tensor]]:
+    def _forward(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, List[Tensor]]:
         srcs, pos = [], []
         for proj, name in zip(self.input_proj, reversed(self.transformer_in_features)):
-            x = features[name].float()
+            x = features[name]
             srcs.append(proj(x))
             pos.append(self.pe_layer(x))
         outputs, _ = self.transformer(srcs, pos)
         for index in range(self.num_fpn_levels, 0, -1):
-            x = features[self.in_features[index - 1]].float()
+            x = features[self.in_features[index - 1]]
             outputs.append(self.lateral_step(index, x, outputs[-1]))
         return self.mask_features(outputs[-1]), outputs[0], outputs[:NUM_DECODER_LEVELS]
