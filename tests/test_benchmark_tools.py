@@ -8,10 +8,11 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
-from semask.benchmarking import Settings, SubjectSpec, runner, synthetic_samples
+from semask.benchmarking import Settings, SubjectSpec, runner, score_agreement, synthetic_samples
 from semask.benchmarking.flops import OP_HANDLES, analyze, module_groups
 from semask.benchmarking.hf_peer import PeerUnavailableError, require_transformers
 from semask.benchmarking.runner import measure_memory
+from semask.benchmarking.subjects import stacked_semantic_scores
 from semask.engine import build_cfg
 from semask.predictor import SeMaskPredictor
 
@@ -47,6 +48,7 @@ def test_benchmark_writes_the_documented_json(tmp_path, capsys):
         assert result["throughput_img_s"] == pytest.approx(2 / (latency["median"] / 1e3))
         assert result["peak_memory_mb"] > 50 and result["memory_kind"] == "peak_rss"
         assert result["case"] == "cpu/float32/threads=1" and result["parameters"] > 0
+        assert result["agreement"] is None  # the float32 eager case is the reference itself
     assert written["ratios"] == []
     table = capsys.readouterr().out
     assert "semask  eval" in table and "semask  train" in table and "GFLOP/s" in table
@@ -64,12 +66,15 @@ def test_bf16_on_a_cpu_without_native_bf16_is_flagged(monkeypatch, tmp_path, cap
     assert (note in capsys.readouterr().out) is not native
 
 
-def test_benchmark_bf16_channels_last_cases_without_memory(tmp_path):
+def test_benchmark_bf16_channels_last_cases_without_memory(tmp_path, capsys):
     output = tmp_path / "bench.json"
     argv = ["--config-file", CONFIG, "--height", "64", "--width", "64", "--threads", "1"]
     argv += ["--dtype", "float32", "bfloat16", "--channels-last", "on", "--modes", "eval"]
     argv += ["--no-memory", "--iters", "1", "--warmup", "0", "--output", str(output), "--", *TINY]
+    runner.float32_eager_scores.cache_clear()
     report = benchmark.main(argv)
+    # the two cases share one reference, built and run once
+    assert runner.float32_eager_scores.cache_info()[:2] == (1, 1)  # hits, misses
     written = json.loads(output.read_text())
     assert written["opts"] == TINY and written == json.loads(json.dumps(report))
     assert [(r["case"], r["mode"]) for r in written["results"]] == [
@@ -79,6 +84,99 @@ def test_benchmark_bf16_channels_last_cases_without_memory(tmp_path):
     assert all(r["peak_memory_mb"] is None for r in written["results"])
     assert all(len(r["latency_ms"]["runs"]) == 1 for r in written["results"])
     assert all("first_run" not in r["latency_ms"] for r in written["results"])  # no warm-up
+    assert written["reference_device"] == "cpu"
+    # both against a float32 eager, contiguous copy of the model built afresh from the same seed
+    float32, bfloat16 = (r["agreement"] for r in written["results"])
+    assert set(float32) == set(bfloat16) == {"argmax_agreement", "relative_error", "max_abs_error"}
+    assert float32["relative_error"] < 1e-4 and float32["argmax_agreement"] > 0.999
+    # bf16 autocast really ran: the scores differ from float32, but not wildly
+    assert 1e-4 < bfloat16["relative_error"] < 0.1 and bfloat16["max_abs_error"] > 0
+    assert 0 <= bfloat16["argmax_agreement"] <= 1
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.startswith("cpu/bfloat16"))
+    assert row.endswith(f"{100 * bfloat16['argmax_agreement']:.2f}")
+
+
+@pytest.mark.slow
+def test_compiled_float32_matches_the_eager_reference():
+    # about two minutes on 2 cores, nearly all of it torch.compile
+    argv = ["--config-file", CONFIG, "--height", "64", "--width", "64", "--compile", "on"]
+    argv += ["--modes", "eval", "--iters", "1", "--warmup", "1", "--no-memory"]
+    report = benchmark.main([*argv, "--parity-tolerance", "1e-5", "--", *TINY])
+    (result,) = report["results"]
+    assert result["case"].endswith("/compile") and result["latency_ms"]["first_run"] > 0
+    assert result["agreement"]["relative_error"] < 1e-5
+    assert result["agreement"]["argmax_agreement"] > 0.999
+
+
+def test_score_agreement_by_hand():
+    reference = torch.zeros(1, 2, 2, 2)
+    reference[0, 0] = 1.0  # class 0 wins everywhere
+    scores = reference.clone()
+    scores[0, 1, 0, 0] = 2.0  # one pixel of four flips to class 1
+    agreement = score_agreement(scores.bfloat16(), reference)
+    assert agreement["argmax_agreement"] == 0.75
+    assert agreement["relative_error"] == pytest.approx(2.0 / 2.0)  # ||diff|| 2, ||ref|| 2
+    assert agreement["max_abs_error"] == 2.0
+    with pytest.raises(ValueError, match=r"one shape, got \(1, 2, 2, 2\) and \(2, 2, 2\)"):
+        score_agreement(scores, reference[0])
+
+
+def test_semantic_scores_of_outputs_without_sem_seg_are_none():
+    outputs = [{"sem_seg": torch.ones(3, 4, 5)}, {"sem_seg": torch.zeros(3, 4, 5)}]
+    assert stacked_semantic_scores(outputs).shape == (2, 3, 4, 5)
+    assert stacked_semantic_scores([{"instances": None}]) is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+@pytest.mark.parametrize("option", ["--device", "--reference-device"])
+def test_a_cuda_device_without_cuda_is_refused(capsys, option):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--config-file", CONFIG, option, "cuda"])
+    assert f"{option} cuda: CUDA is not available on this machine" in capsys.readouterr().err
+
+
+def test_an_output_in_a_missing_folder_is_refused_before_any_run(tmp_path, capsys):
+    missing = tmp_path / "no such folder" / "bench.json"
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--config-file", CONFIG, "--output", str(missing)])
+    assert f"--output {missing}: its folder does not exist" in capsys.readouterr().err
+
+
+def fake_result(case, dtype, relative_error):
+    agreement = None if relative_error is None else {"relative_error": relative_error}
+    return {
+        "case": case,
+        "model": "semask",
+        "mode": "eval",
+        "dtype": dtype,
+        "latency_ms": {"median": 1.0},
+        "agreement": agreement,
+    }
+
+
+def test_parity_tolerance_fails_on_a_float32_case_beyond_it(monkeypatch, tmp_path):
+    results = [
+        fake_result("cuda/float32/threads=1", "float32", 3e-4),
+        fake_result("cuda/float32/threads=1/compile", "float32", 5e-5),
+        fake_result("cuda/bfloat16/threads=1", "bfloat16", 2e-2),  # not a parity case
+        fake_result("cpu/float32/threads=1", "float32", None),  # the reference itself
+    ]
+    assert runner.parity_failures(results, 1e-4) == [
+        "cuda/float32/threads=1 semask: relative error 3.00e-04"
+    ]
+    assert runner.parity_failures(results, 1e-3) == []
+    monkeypatch.setattr(benchmark, "run_case", lambda *args, **kwargs: results)
+    monkeypatch.setattr(benchmark, "format_table", lambda results: "")
+    output = tmp_path / "bench.json"
+    argv = ["--config-file", CONFIG, "--parity-tolerance", "1e-4", "--output", str(output)]
+    with pytest.raises(
+        SystemExit, match=r"(?s)cpu float32 eager failed \(tolerance 0.0001\).*3.00e-04"
+    ):
+        benchmark.main(argv)
+    assert json.loads(output.read_text())["results"] == results  # written before failing
+    loose = ["--config-file", CONFIG, "--parity-tolerance", "1e-3"]
+    assert benchmark.main(loose)["results"] == results
 
 
 def test_peak_memory_of_one_case_in_this_process():

@@ -4,21 +4,27 @@
     python tools/benchmark.py --config-file CONFIG [--height 512 --width 512 --batch 1] \\
         [--iters 5 --warmup 2] [--device cpu|cuda] [--dtype float32 bfloat16 float16] \\
         [--compile off on] [--channels-last off on] [--threads 1 2] [--modes eval train] \\
-        [--compare-with hf] [--matmul-rate] [--no-memory] [--output FILE.json] [KEY VALUE ...]
+        [--compare-with hf] [--reference-device cpu] [--parity-tolerance 1e-4] [--matmul-rate] \\
+        [--no-memory] [--output FILE.json] [KEY VALUE ...]
 
 Every combination of the listed --dtype / --compile / --channels-last / --threads values is one
 case. In a case the models (this project's, and transformers' Mask2Former Swin-T peer with
 ``--compare-with hf``) are built once and measured alternately (A B A B ...): ``eval`` is one
 batch of inference without gradients, ``train`` one forward + backward + optimizer step on a
 synthetic mapper-shaped batch (``image`` + ``sem_seg``). Peak memory is measured in a fresh
-process per model and mode (peak RSS on the CPU, max allocated on CUDA). Trailing KEY VALUE pairs
-override the config (``MODEL.WEIGHTS FILE`` loads weights); after a list option, put ``--`` before
-them. The table is printed; ``--output``
-also writes everything as JSON (see docs/PERFORMANCE.md for the fields).
+process per model and mode (peak RSS on the CPU, max allocated on CUDA). In eval mode,
+``agree %`` is the share of pixels whose top class matches a float32 eager copy of the model on
+``--reference-device`` (default ``--device``; ``cpu`` with ``--device cuda`` checks CPU/GPU
+parity), with the scores' relative error in the JSON; ``--parity-tolerance`` makes the tool exit
+with status 1 when a float32 case's relative error exceeds it. Trailing KEY VALUE pairs override
+the config (``MODEL.WEIGHTS FILE`` loads weights); after a list option, put ``--`` before them.
+The table is printed; ``--output`` also writes everything as JSON (see docs/PERFORMANCE.md for
+the fields).
 """
 
 import argparse
 import itertools
+import os
 import sys
 from typing import Dict, List, Optional
 
@@ -26,7 +32,13 @@ import torch
 
 from semask.benchmarking import Settings, SubjectSpec, format_table, machine_info, run_case
 from semask.benchmarking.hf_peer import PeerUnavailableError, require_transformers
-from semask.benchmarking.runner import MODES, NATIVE_BF16_FLAGS, ratios, write_report
+from semask.benchmarking.runner import (
+    MODES,
+    NATIVE_BF16_FLAGS,
+    parity_failures,
+    ratios,
+    write_report,
+)
 from semask.benchmarking.subjects import DTYPES
 from semask.benchmarking.timing import matmul_rate
 
@@ -48,6 +60,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--threads", nargs="+", type=int, default=[torch.get_num_threads()])
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--compare-with", choices=("hf",), help="also run a peer model")
+    parser.add_argument(
+        "--reference-device", help="where the float32 eager reference runs (default --device)"
+    )
+    parser.add_argument(
+        "--parity-tolerance",
+        type=float,
+        metavar="REL",
+        help="fail if a float32 case's scores differ from the reference by more (relative)",
+    )
     parser.add_argument("--matmul-rate", action="store_true", help="measure matmul GFLOP/s")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--output", help="JSON file to write")
@@ -59,8 +80,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             f"need --height/--width >= 32, --batch >= 1, --iters >= 1, --warmup >= 0; got "
             f"{args.height} x {args.width}, {args.batch}, {args.iters}, {args.warmup}"
         )
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        parser.error(f"--output {args.output}: its folder does not exist")
+    args.reference_device = args.reference_device or args.device
+    for option, device in (
+        ("--device", args.device),
+        ("--reference-device", args.reference_device),
+    ):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            parser.error(f"{option} {device}: CUDA is not available on this machine")
     if args.compare_with == "hf":
         try:
             require_transformers()
@@ -94,6 +122,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         "opts": args.opts,
         "machine": machine_info(args.device),
         "input": {"batch": args.batch, "height": args.height, "width": args.width},
+        "reference_device": args.reference_device,
         "iters": args.iters,
         "warmup": args.warmup,
         "results": [],
@@ -121,6 +150,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
             warmup=args.warmup,
             modes=args.modes,
             memory=not args.no_memory,
+            reference_device=args.reference_device,
         )
     report["ratios"] = ratios(report["results"], baseline="semask")
     sys.stdout.write(format_table(report["results"]) + "\n")
@@ -133,6 +163,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         sys.stdout.write(f"matmul 1024x1024 float32, {threads} threads: {rate:.1f} GFLOP/s\n")
     if args.output:
         write_report(args.output, report)
+    if args.parity_tolerance is not None:
+        failures = parity_failures(report["results"], args.parity_tolerance)
+        if failures:
+            raise SystemExit(
+                f"float32 parity with {args.reference_device} float32 eager failed (tolerance "
+                f"{args.parity_tolerance:g}):\n" + "\n".join(failures)
+            )
     return report
 
 

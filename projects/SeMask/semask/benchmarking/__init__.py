@@ -2,6 +2,7 @@
 mapper-shaped inputs, alternating timings, peak memory, the machine's matmul rate and the
 transformers Mask2Former peer."""
 
+from .agreement import score_agreement
 from .inputs import synthetic_samples
 from .runner import format_table, machine_info, run_case, write_report
 from .subjects import DTYPES, Settings, Subject, SubjectSpec, build_subject
@@ -19,6 +20,7 @@ __all__ = [
     "matmul_rate",
     "peak_rss_mb",
     "run_case",
+    "score_agreement",
     "summarize",
     "synthetic_samples",
     "write_report",

@@ -97,5 +97,6 @@ def hf_subject(spec: SubjectSpec, settings: Settings) -> Subject:
         loss_fn=loss,
         optimizer=optimizer,
         settings=settings,
+        scores_fn=lambda scores: scores,
         scaler=grad_scaler(settings),
     )

@@ -1,15 +1,17 @@
 """Run benchmark cases: alternating timings in this process, peak memory in fresh processes."""
 
+import functools
 import json
 import multiprocessing
 import os
 import platform
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from ..io import atomic_path
-from .subjects import Settings, SubjectSpec, build_subject, subject_info
+from .agreement import score_agreement
+from .subjects import Settings, Subject, SubjectSpec, build_subject, subject_info
 from .timing import alternate, peak_rss_mb, summarize
 
 MODES = ("eval", "train")
@@ -85,6 +87,31 @@ def memory_in_fresh_process(spec: SubjectSpec, settings: Settings, mode: str, wa
     return value
 
 
+@functools.lru_cache(maxsize=2)
+def float32_eager_scores(spec: SubjectSpec, device: str) -> Optional[torch.Tensor]:
+    """The semantic scores (on the CPU) of a freshly built float32 eager, contiguous model of
+    ``spec`` on ``device``; kept for the next cases of the same run, which share the reference."""
+    reference = build_subject(spec, Settings(device=device, threads=torch.get_num_threads()))
+    scores = reference.scores_fn(reference.infer())
+    return None if scores is None else scores.cpu()
+
+
+def agreement_with_float32_eager(
+    subject: Subject, spec: SubjectSpec, settings: Settings, reference_device: str
+) -> Optional[Dict[str, float]]:
+    """:func:`score_agreement` of one inference of ``subject`` (as the case runs it) against
+    :func:`float32_eager_scores` on ``reference_device`` (the same seeded weights or
+    ``MODEL.WEIGHTS``, the same inputs). None for the float32 eager case on that device itself,
+    and for outputs without semantic scores."""
+    if settings == Settings(device=reference_device, threads=settings.threads):
+        return None
+    scores = subject.scores_fn(subject.infer())
+    reference = float32_eager_scores(spec, reference_device)
+    if scores is None or reference is None:
+        return None
+    return score_agreement(scores.cpu(), reference)
+
+
 def run_case(
     specs: Sequence[SubjectSpec],
     settings: Settings,
@@ -93,9 +120,12 @@ def run_case(
     warmup: int,
     modes: Sequence[str] = MODES,
     memory: bool = True,
+    reference_device: Optional[str] = None,
 ) -> List[Dict[str, object]]:
     """Time every subject of ``specs`` in each mode, alternating subjects; one result per
-    (subject, mode) with latency (ms), throughput (images/s) and peak memory (MiB)."""
+    (subject, mode) with latency (ms), throughput (images/s), peak memory (MiB) and, in eval
+    mode, :func:`agreement_with_float32_eager` on ``reference_device`` (default: the case's
+    device), measured after the timings."""
     torch.set_num_threads(settings.threads)
     subjects = {spec.kind: build_subject(spec, settings) for spec in specs}
     device = torch.device(settings.device)
@@ -123,9 +153,14 @@ def run_case(
                 "throughput_img_s": spec.batch / (latency["median"] / 1e3),
                 "peak_memory_mb": None,
                 "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "peak_rss",
+                "agreement": None,
             }
             if memory:
                 result["peak_memory_mb"] = memory_in_fresh_process(spec, settings, mode, warmup)
+            if mode == "eval":
+                result["agreement"] = agreement_with_float32_eager(
+                    subjects[spec.kind], spec, settings, reference_device or settings.device
+                )
             results.append(result)
     return results
 
@@ -148,21 +183,35 @@ def ratios(results: Sequence[Dict[str, object]], baseline: str) -> List[Dict[str
     ]
 
 
+def parity_failures(results: Sequence[Dict[str, object]], tolerance: float) -> List[str]:
+    """One line per float32 result whose scores are further than ``tolerance`` (relative error)
+    from the float32 eager reference: compiled, channels-last or on another device."""
+    return [
+        f"{r['case']} {r['model']}: relative error {r['agreement']['relative_error']:.2e}"
+        for r in results
+        if r["dtype"] == "float32"
+        and r["agreement"] is not None
+        and r["agreement"]["relative_error"] > tolerance
+    ]
+
+
 def format_table(results: Sequence[Dict[str, object]]) -> str:
     """A fixed-width text table of ``results``."""
     header = (
         f"{'case':<34} {'model':<7} {'mode':<5} {'median ms':>10} {'min ms':>10} {'max ms':>10} "
-        f"{'first ms':>10} {'img/s':>8} {'peak MiB':>9}"
+        f"{'first ms':>10} {'img/s':>8} {'peak MiB':>9} {'agree %':>8}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         latency = r["latency_ms"]
         memory = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
         first = f"{latency['first_run']:.1f}" if "first_run" in latency else "-"
+        agreement = r["agreement"]
+        agree = "-" if agreement is None else f"{100 * agreement['argmax_agreement']:.2f}"
         lines.append(
             f"{r['case']:<34} {r['model']:<7} {r['mode']:<5} {latency['median']:>10.1f} "
             f"{latency['min']:>10.1f} {latency['max']:>10.1f} {first:>10} "
-            f"{r['throughput_img_s']:>8.2f} {memory:>9}"
+            f"{r['throughput_img_s']:>8.2f} {memory:>9} {agree:>8}"
         )
     return "\n".join(lines)
 

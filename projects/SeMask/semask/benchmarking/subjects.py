@@ -3,7 +3,7 @@ same way in the measuring process and in each fresh memory-measuring process."""
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Dict, List, Optional, Tuple
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -54,7 +54,8 @@ class SubjectSpec:
 @dataclass
 class Subject:
     """``infer()`` runs one batch in eval mode without gradients; ``train_step()`` one forward,
-    backward and optimizer step on the synthetic training batch."""
+    backward and optimizer step on the synthetic training batch. ``scores_fn`` maps what
+    ``infer_fn`` returns to [B, K, H, W] semantic scores, or None where it has none."""
 
     name: str
     model: nn.Module
@@ -62,6 +63,7 @@ class Subject:
     loss_fn: Callable[[], torch.Tensor]
     optimizer: torch.optim.Optimizer
     settings: Settings
+    scores_fn: Callable[[object], Optional[torch.Tensor]]
     scaler: Optional[torch.amp.GradScaler] = field(default=None)
 
     def infer(self) -> object:
@@ -104,6 +106,14 @@ def grad_scaler(settings: Settings) -> Optional[torch.amp.GradScaler]:
     return None
 
 
+def stacked_semantic_scores(outputs: Sequence[Dict[str, torch.Tensor]]) -> Optional[torch.Tensor]:
+    """The [B, K, H, W] stack of the outputs' ``sem_seg``; None if an output has none (an
+    instance-only config)."""
+    if not all("sem_seg" in output for output in outputs):
+        return None
+    return torch.stack([output["sem_seg"] for output in outputs])
+
+
 def semask_subject(spec: SubjectSpec, settings: Settings) -> Subject:
     """This project's model from ``spec.config_file`` + ``opts`` (``MODEL.WEIGHTS`` loaded by the
     predictor's strict loader), its configured optimizer, and mapper-shaped synthetic inputs."""
@@ -131,14 +141,19 @@ def semask_subject(spec: SubjectSpec, settings: Settings) -> Subject:
         loss_fn=loss,
         optimizer=build_optimizer(cfg, model),
         settings=settings,
+        scores_fn=stacked_semantic_scores,
         scaler=grad_scaler(settings),
     )
 
 
 def build_subject(spec: SubjectSpec, settings: Settings) -> Subject:
     """The :class:`Subject` that ``spec`` describes, on ``settings``; seeded, so every process
-    builds the same weights."""
+    builds the same weights. On CUDA, float32 is IEEE float32 (no TF32 matmuls or convolutions),
+    so that float32 compares like for like with the CPU."""
     torch.manual_seed(0)
+    if settings.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     if spec.kind == "semask":
         return semask_subject(spec, settings)
     if spec.kind == "hf":
