@@ -8,11 +8,11 @@ import torch
 
 import semask  # noqa: F401
 from semask.modeling.pixel_decoder import MSDeformAttn, ms_deform_attn
-from semask.modeling.pixel_decoder.ms_deform_attn import (
+from semask.modeling.pixel_decoder.ms_deform_attn import short_softmax
+from semask.modeling.pixel_decoder.ms_deform_sampling import (
     GatherWeightedSum,
     bilinear_taps,
     padded_levels,
-    short_softmax,
 )
 
 SHAPES = [(5, 7), (3, 4), (1, 1)]

@@ -2,7 +2,8 @@
 
 from .fapn import FeatureAlign, MSDeformAttnPixelFANDecoder, PixelFANDecoder
 from .fpn import BasePixelDecoder
-from .ms_deform_attn import MSDeformAttn, ms_deform_attn
+from .ms_deform_attn import MSDeformAttn
+from .ms_deform_sampling import ms_deform_attn
 from .msdeform_decoder import MSDeformAttnPixelDecoder
 from .registry import PIXEL_DECODER_REGISTRY, build_pixel_decoder
 
