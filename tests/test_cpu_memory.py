@@ -91,7 +91,8 @@ def test_importing_semask_puts_large_tensors_on_huge_pages():
     default_variable, huge_faults = _child(None)
     off_variable, small_faults = _child("0")
     assert (default_variable, off_variable) == ("1", "0")
-    assert small_faults >= PAGES_OF_64_MIB  # one fault per 4 KiB page
+    # about one fault per 4 KiB page; a few of the block's first pages may already be in the heap
+    assert small_faults > PAGES_OF_64_MIB * 15 / 16, small_faults
     assert huge_faults < small_faults / 8, (huge_faults, small_faults)
 
 
