@@ -91,11 +91,11 @@ class SeMaskFPN(SemanticSegmentor):
         return self._logits(images)[0]
 
     def _logits(self, images: ImageList) -> Tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
-        """Head logits [B, K, H, W] resized (bilinear) from stride 4 to the unpadded batch
-        ``images`` [B, 3, H, W], and the backbone features."""
+        """Head logits [B, K, H, W] (float32 under autocast too) resized (bilinear) from stride 4
+        to the unpadded batch ``images`` [B, 3, H, W], and the backbone features."""
         features = self.backbone(images.tensor)
         logits = F.interpolate(
-            self.sem_seg_head.layers(features),
+            self.sem_seg_head.layers(features).float(),
             size=images.tensor.shape[-2:],
             mode="bilinear",
             align_corners=False,

@@ -218,15 +218,17 @@ class SeMaskMaskFormer(nn.Module):
         outputs: Mapping[str, torch.Tensor],
     ) -> List[Dict[str, object]]:
         """Per image: ``sem_seg`` [K, height, width] scores and the enabled extra outputs, from the
-        head's ``pred_logits`` [B, Q, K + 1] and ``pred_masks`` [B, Q, h, w]."""
+        head's ``pred_logits`` [B, Q, K + 1] and ``pred_masks`` [B, Q, h, w]. Under autocast
+        both are taken to float32 first: the outputs are float32, the class softmax and the mask
+        resize are float32-exact, and the CPU resizes float32 maps faster than bf16 ones."""
         mask_preds = F.interpolate(
-            outputs["pred_masks"],
+            outputs["pred_masks"].float(),
             size=images.tensor.shape[-2:],
             mode="bilinear",
             align_corners=False,
         )
         results = []
-        for i, (mask_cls, mask_pred) in enumerate(zip(outputs["pred_logits"], mask_preds)):
+        for i, (mask_cls, mask_pred) in enumerate(zip(outputs["pred_logits"].float(), mask_preds)):
             image_size = images.image_sizes[i]
             height, width = output_size(batched_inputs[i], image_size)
             result = {}
