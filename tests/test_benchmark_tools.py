@@ -35,7 +35,8 @@ def test_benchmark_writes_the_documented_json(tmp_path, capsys):
     assert written == json.loads(json.dumps(report))
     assert written["input"] == {"batch": 2, "height": 64, "width": 96}
     assert set(written["machine"]) >= {"cpu", "cores", "torch"}
-    assert written["matmul_gflops"]["1"] > 0
+    assert list(written["matmul_gflops"]) == ["float32"]
+    assert written["matmul_gflops"]["float32"]["1"] > 0
     assert [(r["model"], r["mode"]) for r in written["results"]] == [
         ("semask", "eval"),
         ("semask", "train"),
@@ -64,6 +65,19 @@ def test_bf16_on_a_cpu_without_native_bf16_is_flagged(monkeypatch, tmp_path, cap
     assert report["machine"]["cpu_native_bf16"] is native
     note = "note: this CPU (Some CPU) has no native bf16 matrix product"
     assert (note in capsys.readouterr().out) is not native
+
+
+def test_matmul_rate_is_measured_for_float32_and_every_listed_dtype(monkeypatch, capsys):
+    monkeypatch.setattr(benchmark, "run_case", lambda *args, **kwargs: [])
+    argv = ["--config-file", CONFIG, "--dtype", "bfloat16", "--threads", "1", "2"]
+    report = benchmark.main([*argv, "--matmul-rate", "--no-memory"])
+    rates = report["matmul_gflops"]
+    assert list(rates) == ["float32", "bfloat16"]
+    assert all(list(per_thread) == ["1", "2"] for per_thread in rates.values())
+    assert all(rate > 0 for per_thread in rates.values() for rate in per_thread.values())
+    printed = capsys.readouterr().out
+    assert "matmul 1024x1024 bfloat16, 2 threads:" in printed
+    assert "matmul 1024x1024 float32, 1 threads:" in printed
 
 
 def test_benchmark_bf16_channels_last_cases_without_memory(tmp_path, capsys):
