@@ -150,6 +150,12 @@ def test_a_cuda_device_without_cuda_is_refused(capsys, option):
     assert f"{option} cuda: CUDA is not available on this machine" in capsys.readouterr().err
 
 
+def test_an_override_without_value_is_refused_before_any_run(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--config-file", CONFIG, "--", "MODEL.WEIGHTS"])
+    assert "config override 'MODEL.WEIGHTS' has no value" in capsys.readouterr().err
+
+
 def test_an_output_in_a_missing_folder_is_refused_before_any_run(tmp_path, capsys):
     missing = tmp_path / "no such folder" / "bench.json"
     with pytest.raises(SystemExit):
@@ -266,7 +272,7 @@ def test_module_groups_at_depth_one(tiny_model):
 def test_analyze_tool_reports_gflops_per_second(tmp_path, capsys):
     output = tmp_path / "analysis.json"
     argv = ["--config-file", CONFIG, "--height", "64", "--width", "64", "--latency-ms", "50"]
-    report = analyze_model.main([*argv, "--output", str(output), *TINY])
+    report = analyze_model.main([*argv, "--output", str(output), "--", *TINY])
     written = json.loads(output.read_text())
     assert written["gflops"] == pytest.approx(2 * written["macs"] / 1e9)
     assert written["achieved_gflops_per_s"] == pytest.approx(written["gflops"] / 0.05)

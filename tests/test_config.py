@@ -2,7 +2,9 @@
 
 import pytest
 import yaml
-from conftest import semask_cfg
+from conftest import REPO_ROOT, semask_cfg
+
+from semask.engine import build_cfg, override_pairs
 
 # Keys the official SeMask Detectron2 configs set, with non-default values.
 OFFICIAL_STYLE_OVERRIDES = """
@@ -123,3 +125,18 @@ def test_unknown_key_is_rejected_with_its_name(tmp_path):
     cfg = semask_cfg()
     with pytest.raises(KeyError, match=r"MODEL\.SWIN\.NUM_SEM_BLOKS"):
         cfg.merge_from_file(str(path))
+
+
+def test_override_pairs_drop_separators_and_name_a_key_without_value():
+    assert override_pairs(["--", "A.B", "1", "--", "C", "--"]) == ["A.B", "1", "C", "--"]
+    assert override_pairs(()) == []
+    with pytest.raises(ValueError, match=r"config override 'MODEL.DEVICE' has no value"):
+        override_pairs(["MODEL.WEIGHTS", "", "MODEL.DEVICE"])
+
+
+def test_build_cfg_takes_overrides_after_a_separator():
+    config = str(REPO_ROOT / "configs/quickstart/semask_swin_mask2former_quickstart.yaml")
+    cfg = build_cfg(config, ["--", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5", "MODEL.DEVICE", "cpu"])
+    assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 5
+    with pytest.raises(ValueError, match="'SOLVER.MAX_ITER' has no value"):
+        build_cfg(config, ["SOLVER.MAX_ITER"])

@@ -41,6 +41,7 @@ from semask.benchmarking.runner import (
 )
 from semask.benchmarking.subjects import DTYPES
 from semask.benchmarking.timing import matmul_rate
+from semask.engine import override_pairs
 
 ON_OFF = {"on": True, "off": False}
 
@@ -76,7 +77,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--output", help="JSON file to write")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
-    args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
+    try:
+        args.opts = override_pairs(args.opts)
+    except ValueError as error:
+        parser.error(str(error))
     if min(args.height, args.width) < 32 or args.batch < 1 or args.iters < 1 or args.warmup < 0:
         parser.error(
             f"need --height/--width >= 32, --batch >= 1, --iters >= 1, --warmup >= 0; got "

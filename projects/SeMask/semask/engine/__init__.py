@@ -4,7 +4,7 @@
 from .amp import FiniteSimpleTrainer, MixedPrecisionTrainer, amp_dtype
 from .launch import launch
 from .optim import build_optimizer, build_param_groups, with_full_model_clipping
-from .setup import build_cfg, setup_cfg
+from .setup import build_cfg, override_pairs, setup_cfg
 from .trainer import Trainer
 from .validation import ConfigError, validate_config
 
@@ -18,6 +18,7 @@ __all__ = [
     "build_optimizer",
     "build_param_groups",
     "launch",
+    "override_pairs",
     "setup_cfg",
     "validate_config",
     "with_full_model_clipping",

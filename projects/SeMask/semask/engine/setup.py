@@ -4,7 +4,7 @@ overrides (:func:`build_cfg`), checked and set up for a run from command-line ar
 
 import argparse
 import logging
-from typing import List
+from typing import List, Sequence
 
 import torch
 from detectron2.config import CfgNode, get_cfg
@@ -17,8 +17,29 @@ from .num_classes import resolve_num_classes
 from .validation import validate_config
 
 
-def build_cfg(config_file: str, opts: List[str]) -> CfgNode:
-    """A frozen config: detectron2 defaults + SeMask keys + ``config_file`` + ``opts``.
+def override_pairs(opts: Sequence[str]) -> List[str]:
+    """``opts`` as KEY VALUE pairs for ``merge_from_list``, without the ``--`` that may stand
+    between pairs (argparse's REMAINDER keeps the separator a command line puts before them).
+
+    Raises ValueError naming the KEY that has no VALUE.
+    """
+    pairs, rest = [], list(opts)
+    while rest:
+        key = rest.pop(0)
+        if key == "--":
+            continue
+        if not rest:
+            raise ValueError(
+                f"config override {key!r} has no value: overrides are KEY VALUE pairs, got "
+                f"{list(opts)}"
+            )
+        pairs += [key, rest.pop(0)]
+    return pairs
+
+
+def build_cfg(config_file: str, opts: Sequence[str]) -> CfgNode:
+    """A frozen config: detectron2 defaults + SeMask keys + ``config_file`` + ``opts``
+    (:func:`override_pairs`).
 
     ``MODEL.SEM_SEG_HEAD.NUM_CLASSES 0`` becomes the training set's class count
     (:func:`resolve_num_classes`). A CUDA ``MODEL.DEVICE`` falls back to ``cpu`` when no GPU is
@@ -27,7 +48,7 @@ def build_cfg(config_file: str, opts: List[str]) -> CfgNode:
     cfg = get_cfg()
     add_semask_config(cfg)
     cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg.merge_from_list(override_pairs(opts))
     resolve_num_classes(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logging.getLogger(__name__).warning("CUDA is not available: MODEL.DEVICE set to cpu")
