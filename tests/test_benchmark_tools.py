@@ -13,7 +13,10 @@ from semask.benchmarking.flops import OP_HANDLES, analyze, module_groups
 from semask.benchmarking.hf_peer import PeerUnavailableError, require_transformers
 from semask.benchmarking.runner import measure_memory
 from semask.benchmarking.subjects import stacked_semantic_scores
+from semask.benchmarking.timing import matmul_rate
 from semask.engine import build_cfg
+from semask.modeling import onednn_linear
+from semask.modeling.onednn_linear import onednn_available
 from semask.predictor import SeMaskPredictor
 
 sys.path.insert(0, str(REPO_ROOT / "tools"))
@@ -78,6 +81,22 @@ def test_matmul_rate_is_measured_for_float32_and_every_listed_dtype(monkeypatch,
     printed = capsys.readouterr().out
     assert "matmul 1024x1024 bfloat16, 2 threads:" in printed
     assert "matmul 1024x1024 float32, 1 threads:" in printed
+
+
+@pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear kernel")
+def test_float32_matmul_rate_is_that_of_the_onednn_product(monkeypatch):
+    """The float32 CPU ceiling is the product the linear layers use (oneDNN), not MKL's."""
+    shapes, product = [], onednn_linear._onednn_product
+
+    def counted(*args):
+        shapes.append(tuple(args[0].shape))
+        return product(*args)
+
+    monkeypatch.setattr(onednn_linear, "_onednn_product", counted)
+    assert matmul_rate(size=64, repeats=2) > 0
+    assert shapes == [(64, 64)] * 3  # one warm-up and two timed products
+    assert matmul_rate(size=64, repeats=2, dtype=torch.bfloat16) > 0
+    assert len(shapes) == 3  # bf16 goes to torch.mm
 
 
 def test_benchmark_bf16_channels_last_cases_without_memory(tmp_path, capsys):

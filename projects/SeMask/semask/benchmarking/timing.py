@@ -8,6 +8,8 @@ from typing import Callable, Dict, List, Mapping
 
 import torch
 
+from ..modeling.onednn_linear import ONEDNN, matmul
+
 
 def synchronize(device: torch.device) -> None:
     """Wait for queued kernels on ``device`` (a no-op on the CPU)."""
@@ -57,13 +59,16 @@ def peak_rss_mb() -> float:
 def matmul_rate(
     *, size: int = 1024, repeats: int = 5, device: str = "cpu", dtype: torch.dtype = torch.float32
 ) -> float:
-    """Achieved GFLOP/s of a [size, size] x [size, size] ``torch.matmul`` (2 size^3 flops), the
-    median over ``repeats`` runs after one warm-up, with the current ``torch.get_num_threads()``."""
+    """Achieved GFLOP/s of a [size, size] x [size, size] product (2 size^3 flops), the median over
+    ``repeats`` runs after one warm-up, with the current ``torch.get_num_threads()``: the
+    product the model's linear layers use by default (:func:`.onednn_linear.matmul`: oneDNN
+    for float32 on the CPU, where MKL's ``torch.matmul`` can be half as fast, e.g. on AMD CPUs
+    with AVX-512; ``torch.mm`` otherwise)."""
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=gen).to(device, dtype)
     b = torch.randn(size, size, generator=gen).to(device, dtype)
     seconds = alternate(
-        {"matmul": lambda: torch.matmul(a, b)},
+        {"matmul": lambda: matmul(a, b, ONEDNN)},
         repeats=repeats,
         warmup=1,
         device=torch.device(device),
