@@ -22,6 +22,7 @@ from semask.predictor import SeMaskPredictor
 sys.path.insert(0, str(REPO_ROOT / "tools"))
 import analyze_model  # noqa: E402
 import benchmark  # noqa: E402
+import benchmark_backbone  # noqa: E402
 
 CONFIG = str(REPO_ROOT / "configs/quickstart/semask_swin_mask2former_quickstart.yaml")
 # smaller still than the quick-start model, so that a training step takes well under a second
@@ -313,3 +314,22 @@ def test_compare_with_hf_alternates_both_models_when_installed():
     assert ratio["latency_ratio"] == pytest.approx(
         hf["latency_ms"]["median"] / report["results"][0]["latency_ms"]["median"]
     )
+
+
+@pytest.mark.parametrize("cpu_linear", ["onednn", "torch"])
+def test_backbone_benchmark_routes_linears_and_compares_both_attentions(
+    monkeypatch, capsys, cpu_linear
+):
+    routed = []
+
+    def recording_route(model, backend):
+        routed.append(backend)
+        return onednn_linear.route_linears(model, backend)
+
+    monkeypatch.setattr(benchmark_backbone, "route_linears", recording_route)
+    argv = ["--size", "T", "--height", "64", "--width", "64", "--iters", "1", "--warmup", "0"]
+    benchmark_backbone.main([*argv, "--device", "cpu", "--cpu-linear", cpu_linear])
+    assert routed == [cpu_linear]
+    out = capsys.readouterr().out
+    assert "sdpa " in out and "matmul " in out
+    assert float(out.rsplit("max |difference| ", 1)[1]) < 1e-4

@@ -4,6 +4,7 @@
     python tools/benchmark_backbone.py --backbone swin --size T --height 512 --width 512
     python tools/benchmark_backbone.py --backbone mit --size b2 --device cuda --batch 2
 
+Its linear layers use ``--cpu-linear`` (``MODEL.CPU_LINEAR``, default oneDNN, as in the models).
 Both paths run on the same weights and input, alternately (see semask.benchmarking.alternate); the
 script prints the median latency of each, the speed-up, and the largest output difference between
 them. tools/benchmark.py measures whole models.
@@ -24,6 +25,7 @@ from semask.modeling.backbone import (
     D2SeMaskSwinTransformer,
     set_sdpa,
 )
+from semask.modeling.onednn_linear import CPU_LINEARS, ONEDNN, route_linears
 
 
 def build(backbone: str, size: str, num_classes: int) -> torch.nn.Module:
@@ -48,6 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    parser.add_argument("--cpu-linear", choices=CPU_LINEARS, default=ONEDNN)
     args = parser.parse_args(argv)
     sizes = SWIN_SIZES if args.backbone == "swin" else MIT_SIZES
     if args.size not in sizes:
@@ -55,6 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
     model = build(args.backbone, args.size, args.num_classes).to(args.device, dtype).eval()
+    route_linears(model, args.cpu_linear)
     x = torch.randn(args.batch, 3, args.height, args.width, device=args.device, dtype=dtype)
 
     def forward(enabled: bool) -> Dict[str, torch.Tensor]:
