@@ -1,4 +1,5 @@
-"""Modulated deformable convolution (DCNv2) on ``torchvision.ops.deform_conv2d``.
+"""Modulated deformable convolution (DCNv2) on ``torchvision.ops.deform_conv2d`` (CPU
+inference: :mod:`.dcn_sampling`).
 
 Parameter names and the offset/mask layout follow the DCNv2 module of the official FaPN code, so
 its checkpoints load unchanged: ``weight``, ``bias`` and ``conv_offset_mask``, a convolution whose
@@ -14,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 from torchvision.ops import deform_conv2d
+
+from .dcn_sampling import deform_conv2d_by_sampling, samples_on_cpu
 
 
 class ModulatedDeformConv(nn.Module):
@@ -83,11 +86,18 @@ class ModulatedDeformConv(nn.Module):
 
     def forward(self, x: Tensor, guide: Tensor) -> Tensor:
         """``x`` [B, C_in, H, W] sampled at offsets predicted from ``guide`` -> [B, C_out, H', W'],
-        computed in float32 even under autocast."""
+        computed in float32 even under autocast; CPU inference by
+        :func:`.dcn_sampling.deform_conv2d_by_sampling` (the same values, faster)."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             offset, mask = self.offsets_and_mask(guide.float())
-            return deform_conv2d(
-                x.float(),
+            x = x.float()
+            conv = (
+                deform_conv2d_by_sampling
+                if samples_on_cpu(x, offset, mask, self.weight, self.bias)
+                else deform_conv2d
+            )
+            return conv(
+                x,
                 offset,
                 self.weight,
                 self.bias,
